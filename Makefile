@@ -1,0 +1,35 @@
+# make run   — set up a virtual environment and run the default chain (mini world, CPU, offline)
+# make test  — set up and run the test suite
+# GPU users: make setup TORCH="torch==2.13.0" TORCH_ARGS="--index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_ARGS ?=
+CONFIG ?= configs/mini.yaml
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint judge-report clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_ARGS) "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/compseed run $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check compseed_lib tests
+
+judge-report: setup
+	$(BIN)/compseed judge-accuracy --n 2000 --out reports/judge_accuracy.md
+
+clean-runs:
+	rm -rf runs

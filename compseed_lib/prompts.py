@@ -1,0 +1,224 @@
+"""Prompt sets: Comp90 and the mini world, parsed into `Prompt` records with stable ids.
+
+Inputs: a prompt folder in the Comp90 form (`prompt_dataset/comp90/` or `prompt_dataset/miniworld/`):
+  objects_{train,eval}.txt        `name, singular with article, plural`
+  backgrounds_{train,eval}.txt    one background phrase a line
+  spatial_prompts_{train,eval}.txt  `A/an X {on the left of|on the right of|on the top of|under} a/an Y`
+Outputs: lists of `Prompt` (numerical: "{count word} {plural}, {background}", counts two..six;
+spatial: the sentences as given, parsed into object A, relation, object B).
+
+Usage:
+    from compseed_lib import prompts
+    ps = prompts.load("miniworld", split="train", kinds=("count", "spatial"))
+    ps[0].id, ps[0].text, ps[0].category, ps[0].target
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PROMPT_ROOT = Path(__file__).resolve().parent.parent / "prompt_dataset"
+WORLDS = ("comp90", "miniworld")
+SPLITS = ("train", "eval")
+COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven",
+               8: "eight", 9: "nine", 10: "ten"}
+# Phrase in the sentence files -> relation name used everywhere else.
+RELATION_PHRASES = {"on the left of": "left", "on the right of": "right",
+                    "on the top of": "above", "under": "below"}
+RELATION_TEXT = {v: k for k, v in RELATION_PHRASES.items()}
+log = logging.getLogger(__name__)
+_NAME_OK = re.compile(r"^[A-Za-z][A-Za-z0-9' -]*$")
+_SPATIAL = re.compile(r"^(a|an)\s+(.+?)\s+(" + "|".join(map(re.escape, RELATION_PHRASES))
+                      + r")\s+(a|an)\s+(.+)$", re.IGNORECASE)
+
+
+class PromptFileError(ValueError):
+    """A prompt file is missing or has a malformed line (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Obj:
+    """An object word: `name` (apple), `singular` with article (an apple), `plural` (apples)."""
+
+    name: str
+    singular: str
+    plural: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt with what it asks for; `id` depends only on the text, never on list order."""
+
+    id: str
+    text: str
+    kind: str  # "count" | "spatial"
+    obj: Obj  # the counted object, or object A of a relation
+    split: str
+    world: str
+    count: int | None = None
+    background: str | None = None
+    relation: str | None = None  # left | right | above | below
+    obj_b: Obj | None = None
+
+    @property
+    def category(self) -> str:
+        """Mining category: 'count=3' or the relation name."""
+        return f"count={self.count}" if self.kind == "count" else str(self.relation)
+
+    @property
+    def target(self) -> str:
+        """Ground-truth target as a string: the count, or 'A left B'."""
+        if self.kind == "count":
+            return str(self.count)
+        return f"{self.obj.name} {self.relation} {self.obj_b.name}"  # type: ignore[union-attr]
+
+
+def prompt_id(kind: str, text: str) -> str:
+    """Stable id from kind and text (case and spacing folded): 'n' or 's' + 10 hex digits of sha1."""
+    canon = " ".join(text.lower().split())
+    return ("n" if kind == "count" else "s") + hashlib.sha1(canon.encode()).hexdigest()[:10]
+
+
+def check_name(name: str, where: str) -> str:
+    """Reject object/background words that could escape a path or break a template."""
+    if not name or "/" in name or "\\" in name or ".." in name or not _NAME_OK.match(name):
+        raise PromptFileError(f"{where}: bad object name {name!r} (letters, digits, spaces, ' and - only)")
+    return name
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    if not path.is_file():
+        raise PromptFileError(f"prompt file not found: {path}")
+    out = []
+    for i, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            out.append((i, line))
+    return out
+
+
+def read_objects(path: Path) -> list[Obj]:
+    """Parse `name, singular, plural` lines."""
+    objs = []
+    for i, line in _lines(path):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3 or not all(parts):
+            raise PromptFileError(f"{path}:{i}: expected 'name, singular with article, plural', got {line!r}")
+        name, singular, plural = parts
+        check_name(name, f"{path}:{i}")
+        check_name(plural, f"{path}:{i}")
+        if not re.match(r"^(a|an)\s+\S", singular, re.IGNORECASE):
+            raise PromptFileError(f"{path}:{i}: singular {singular!r} must start with 'a' or 'an'")
+        objs.append(Obj(name, singular, plural))
+    return objs
+
+
+def read_backgrounds(path: Path) -> list[str]:
+    """One background phrase per line."""
+    return [line for _, line in _lines(path)]
+
+
+def parse_spatial(sentence: str, where: str = "<sentence>") -> tuple[Obj, str, Obj]:
+    """'a dove on the left of a tiger' -> (Obj dove, 'left', Obj tiger); plural is a guess (+s)."""
+    m = _SPATIAL.match(sentence.strip())
+    if not m:
+        raise PromptFileError(f"{where}: cannot parse spatial prompt {sentence!r}; expected "
+                              f"'a/an X <relation> a/an Y' with relation one of {list(RELATION_PHRASES)}")
+    art_a, a, phrase, art_b, b = m.groups()
+    a, b = check_name(a, where), check_name(b, where)
+    obj_a = Obj(a, f"{art_a.lower()} {a}", a + "s")
+    obj_b = Obj(b, f"{art_b.lower()} {b}", b + "s")
+    return obj_a, RELATION_PHRASES[phrase.lower()], obj_b
+
+
+def numerical_text(obj: Obj, count: int, background: str) -> str:
+    """The paper's template: '{count word} {plural}, {background}'."""
+    return f"{COUNT_WORDS[count]} {obj.plural}, {background}"
+
+
+def folder(world: str | Path) -> Path:
+    """Prompt folder of a named world, or a path given directly."""
+    if str(world) in WORLDS:
+        return PROMPT_ROOT / str(world)
+    path = Path(world)
+    if not path.is_dir():
+        raise PromptFileError(f"unknown prompt world {str(world)!r}: use one of {list(WORLDS)} or a folder")
+    return path
+
+
+def numerical_prompts(world: str | Path = "miniworld", split: str = "train",
+                      counts: tuple[int, ...] = (2, 3, 4, 5, 6)) -> list[Prompt]:
+    """Every (object, count, background) of a split, in file order."""
+    if split not in SPLITS:
+        raise PromptFileError(f"unknown split {split!r}: use one of {list(SPLITS)}")
+    bad = [c for c in counts if c not in COUNT_WORDS]
+    if bad:
+        raise PromptFileError(f"counts {bad} unsupported: use 1..10")
+    root = folder(world)
+    objs = read_objects(root / f"objects_{split}.txt")
+    bgs = read_backgrounds(root / f"backgrounds_{split}.txt")
+    out = []
+    for obj in objs:
+        for count in counts:
+            for bg in bgs:
+                text = numerical_text(obj, count, bg)
+                out.append(Prompt(prompt_id("count", text), text, "count", obj, split,
+                                  Path(world).name, count=count, background=bg))
+    return out
+
+
+def spatial_prompts(world: str | Path = "miniworld", split: str = "train") -> list[Prompt]:
+    """The spatial sentences of a split, parsed; plurals come from the object list when known."""
+    if split not in SPLITS:
+        raise PromptFileError(f"unknown split {split!r}: use one of {list(SPLITS)}")
+    root = folder(world)
+    known = {}
+    for s in SPLITS:
+        f = root / f"objects_{s}.txt"
+        if f.is_file():
+            known.update({o.name.lower(): o for o in read_objects(f)})
+    path = root / f"spatial_prompts_{split}.txt"
+    out, seen = [], set()
+    for i, line in _lines(path):
+        a, rel, b = parse_spatial(line, f"{path}:{i}")
+        a, b = known.get(a.name.lower(), a), known.get(b.name.lower(), b)
+        pid = prompt_id("spatial", line)
+        if pid in seen:  # Comp90's files repeat a few sentences (some only in case): keep the first
+            continue
+        seen.add(pid)
+        out.append(Prompt(pid, line, "spatial", a, split, Path(world).name, relation=rel, obj_b=b))
+    if len(seen) < len(_lines(path)):
+        log.info("%s: %d repeated sentences kept once", path.name, len(_lines(path)) - len(seen))
+    return out
+
+
+def load(world: str | Path = "miniworld", split: str = "train",
+         kinds: tuple[str, ...] = ("count", "spatial"), counts: tuple[int, ...] = (2, 3, 4, 5, 6),
+         limit: int | None = None) -> list[Prompt]:
+    """Numerical and/or spatial prompts of a world and split; `limit` keeps an even spread per kind."""
+    unknown = set(kinds) - {"count", "spatial"}
+    if unknown:
+        raise PromptFileError(f"unknown prompt kinds {sorted(unknown)}: use 'count' and/or 'spatial'")
+    out: list[Prompt] = []
+    for kind in kinds:
+        ps = numerical_prompts(world, split, counts) if kind == "count" else spatial_prompts(world, split)
+        if limit is not None and len(ps) > limit:
+            step = len(ps) / limit  # even spread keeps every count / relation represented
+            ps = [ps[int(i * step)] for i in range(limit)]
+        out.extend(ps)
+    ids = [p.id for p in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise PromptFileError(f"duplicate prompts in {world}/{split}: ids {dup[:5]}")
+    return out
+
+
+def to_records(ps: list[Prompt]) -> list[dict]:
+    """Flat dicts for a DataFrame or the ledger."""
+    return [dict(prompt_id=p.id, prompt=p.text, kind=p.kind, category=p.category, target=p.target,
+                 obj=p.obj.name, plural=p.obj.plural, count=p.count, background=p.background,
+                 relation=p.relation, obj_b=p.obj_b.name if p.obj_b else None, split=p.split,
+                 world=p.world) for p in ps]

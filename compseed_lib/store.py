@@ -1,0 +1,253 @@
+"""Run directory and ledger: where every stage reads and writes.
+
+Layout of `runs/<name>/`:
+  config.yaml            the resolved config plus library versions
+  images/<stage>/<prompt_id>_s<seed:06d>.png
+  ledger.sqlite          table `images` (a row per image) and `judgements` (a row per question asked)
+  tables/*.csv, figures/*.png
+
+Every write is atomic (temp file + rename) and every row has a primary key, so a stage killed at
+any point and started again skips what is done and never duplicates a row. SQLite in WAL mode with
+a busy timeout lets several processes (one per shard) write at once.
+
+Usage:
+    run = Run.create(cfg)            # or Run.open("runs/mini")
+    run.image_path("base", pid, 7)   # -> runs/mini/images/base/n6e108f3920_s000007.png
+    run.ledger.images("base")        # DataFrame
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+IMAGE_COLUMNS = ["stage", "prompt_id", "seed", "prompt", "kind", "category", "target", "model",
+                 "sampler", "steps", "guidance", "height", "width", "generator_device", "dtype",
+                 "path", "sha256", "created"]
+JUDGEMENT_COLUMNS = ["stage", "prompt_id", "seed", "judge_model", "question", "image_sha256",
+                     "raw_answer", "parsed_answer", "correct", "created"]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+  stage TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, prompt TEXT, kind TEXT,
+  category TEXT, target TEXT, model TEXT, sampler TEXT, steps INTEGER, guidance REAL,
+  height INTEGER, width INTEGER, generator_device TEXT, dtype TEXT, path TEXT, sha256 TEXT,
+  created REAL, PRIMARY KEY (stage, prompt_id, seed));
+CREATE TABLE IF NOT EXISTS judgements (
+  stage TEXT NOT NULL, prompt_id TEXT NOT NULL, seed INTEGER NOT NULL, judge_model TEXT NOT NULL,
+  question TEXT NOT NULL, image_sha256 TEXT, raw_answer TEXT, parsed_answer TEXT, correct INTEGER,
+  created REAL, PRIMARY KEY (stage, prompt_id, seed, judge_model, question));
+CREATE INDEX IF NOT EXISTS judgement_cache ON judgements (image_sha256, judge_model, question);
+"""
+_SAFE_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def check_safe_name(name: str, what: str) -> str:
+    """A stage, run or prompt id that becomes a path part: no separators, no '..'."""
+    if not name or not set(name) <= _SAFE_NAME or name.startswith(".") or ".." in name:
+        raise ValueError(f"bad {what} {name!r}: use letters, digits, '_', '-', '.' (no path parts)")
+    return name
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Text version of `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def image_filename(prompt_id: str, seed: int) -> str:
+    """File name of the image for (prompt id, seed): never raw prompt text."""
+    check_safe_name(prompt_id, "prompt id")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"bad seed {seed!r}: seeds are non-negative integers")
+    return f"{prompt_id}_s{seed:06d}.png"
+
+
+class Ledger:
+    """The run's SQLite ledger: rows for images and judgements, keyed so re-runs never duplicate."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def connect(self):
+        """A connection in WAL mode that waits for other writers instead of failing."""
+        con = sqlite3.connect(self.path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=60000")
+            with con:
+                yield con
+        finally:
+            con.close()
+
+    def add_images(self, rows: list[dict]) -> None:
+        """Insert or replace image rows (a regenerated image replaces its row)."""
+        if not rows:
+            return
+        cols = IMAGE_COLUMNS
+        with self.connect() as con:
+            con.executemany(f"INSERT OR REPLACE INTO images ({','.join(cols)}) VALUES "
+                            f"({','.join('?' * len(cols))})",
+                            [[r.get(c, time.time() if c == "created" else None) for c in cols]
+                             for r in rows])
+
+    def add_judgements(self, rows: list[dict]) -> None:
+        """Insert judgement rows; an existing (image, judge, question) row is kept as it is."""
+        if not rows:
+            return
+        cols = JUDGEMENT_COLUMNS
+        with self.connect() as con:
+            con.executemany(f"INSERT OR IGNORE INTO judgements ({','.join(cols)}) VALUES "
+                            f"({','.join('?' * len(cols))})",
+                            [[r.get(c, time.time() if c == "created" else None) for c in cols]
+                             for r in rows])
+
+    def cached_answer(self, image_sha256: str, judge_model: str, question: str) -> str | None:
+        """Raw answer already given for this image hash, judge and question, if any."""
+        with self.connect() as con:
+            row = con.execute("SELECT raw_answer FROM judgements WHERE image_sha256=? AND "
+                              "judge_model=? AND question=? LIMIT 1",
+                              (image_sha256, judge_model, question)).fetchone()
+        return None if row is None else row[0]
+
+    def query(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        """Run a read query and return a DataFrame."""
+        with self.connect() as con:
+            return pd.read_sql_query(sql, con, params=params)
+
+    def images(self, stage: str | None = None) -> pd.DataFrame:
+        """Image rows, of one stage or all."""
+        if stage is None:
+            return self.query("SELECT * FROM images ORDER BY stage, prompt_id, seed")
+        return self.query("SELECT * FROM images WHERE stage=? ORDER BY prompt_id, seed", (stage,))
+
+    def judgements(self, stage: str | None = None, judge_model: str | None = None) -> pd.DataFrame:
+        """Judgement rows joined with their image rows (prompt, category, target ...)."""
+        sql = ("SELECT j.*, i.prompt, i.kind, i.category, i.target, i.model, i.path FROM judgements j "
+               "JOIN images i USING (stage, prompt_id, seed) WHERE 1=1")
+        params: list = []
+        if stage is not None:
+            sql += " AND j.stage=?"
+            params.append(stage)
+        if judge_model is not None:
+            sql += " AND j.judge_model=?"
+            params.append(judge_model)
+        df = self.query(sql + " ORDER BY j.stage, j.prompt_id, j.seed", tuple(params))
+        df["correct"] = df["correct"].map(lambda v: None if pd.isna(v) else bool(v)).astype("boolean")
+        return df
+
+
+class Run:
+    """A run directory: config, images, ledger, tables and figures."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.ledger = Ledger(self.root / "ledger.sqlite")
+
+    @classmethod
+    def create(cls, cfg) -> "Run":
+        """Create (or reopen) `cfg.run_dir` and write the resolved config with library versions."""
+        check_safe_name(cfg.name, "run name")
+        run = cls(cfg.run_dir)
+        data = cfg.to_dict()
+        data["versions"] = library_versions()
+        atomic_write_text(run.root / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+        return run
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Run":
+        """Open an existing run directory (it must hold config.yaml)."""
+        root = Path(root)
+        if not (root / "config.yaml").is_file():
+            raise FileNotFoundError(f"no run at {root}: config.yaml missing (run stage 00 first)")
+        return cls(root)
+
+    def config(self):
+        """The run's resolved config as a RunConfig."""
+        from .config import config_from_dict
+
+        data = yaml.safe_load((self.root / "config.yaml").read_text())
+        data.pop("versions", None)
+        return config_from_dict(data)
+
+    def image_path(self, stage: str, prompt_id: str, seed: int) -> Path:
+        """Where the image of (stage, prompt id, seed) lives."""
+        return self.root / "images" / check_safe_name(stage, "stage") / image_filename(prompt_id, seed)
+
+    def save_table(self, df: pd.DataFrame, name: str) -> Path:
+        """Write a table as CSV under tables/ (atomically)."""
+        path = self.root / "tables" / f"{check_safe_name(name, 'table name')}.csv"
+        atomic_write_text(path, df.to_csv(index=False))
+        return path
+
+    def load_table(self, name: str) -> pd.DataFrame:
+        """Read a table written by `save_table`."""
+        path = self.root / "tables" / f"{check_safe_name(name, 'table name')}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"table {name!r} not found in {self.root}/tables (run its stage first)")
+        return pd.read_csv(path)
+
+    def save_json(self, obj, name: str) -> Path:
+        """Write JSON under tables/ (atomically)."""
+        path = self.root / "tables" / f"{check_safe_name(name, 'name')}.json"
+        atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+        return path
+
+    def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        """Save a matplotlib figure as PNG under figures/ (atomically)."""
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        path = self.root / "figures" / f"{check_safe_name(name, 'figure name')}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that decide pixels."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("compseed", "torch", "diffusers", "transformers", "numpy", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
