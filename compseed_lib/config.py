@@ -126,7 +126,7 @@ def _build(cls, data: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{sorted(unknown)[0]!r}; "
+        raise ConfigError(f"unknown config key {prefix + sorted(unknown)[0]!r}; "
                           f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {sorted(names)}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 

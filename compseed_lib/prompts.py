@@ -195,6 +195,19 @@ def spatial_prompts(world: str | Path = "miniworld", split: str = "train") -> li
     return out
 
 
+def _spread(ps: list[Prompt], limit: int) -> list[Prompt]:
+    """`limit` prompts taken round-robin over categories, evenly spaced within each (file order kept)."""
+    by_cat: dict[str, list[Prompt]] = {}
+    for p in ps:
+        by_cat.setdefault(p.category, []).append(p)
+    per = -(-limit // len(by_cat))
+    picks = {c: [v[int(i * len(v) / min(per, len(v)))] for i in range(min(per, len(v)))]
+             for c, v in by_cat.items()}
+    order = [p for i in range(per) for v in picks.values() if i < len(v) for p in [v[i]]][:limit]
+    keep = {p.id for p in order}
+    return [p for p in ps if p.id in keep]
+
+
 def load(world: str | Path = "miniworld", split: str = "train",
          kinds: tuple[str, ...] = ("count", "spatial"), counts: tuple[int, ...] = (2, 3, 4, 5, 6),
          limit: int | None = None) -> list[Prompt]:
@@ -205,10 +218,7 @@ def load(world: str | Path = "miniworld", split: str = "train",
     out: list[Prompt] = []
     for kind in kinds:
         ps = numerical_prompts(world, split, counts) if kind == "count" else spatial_prompts(world, split)
-        if limit is not None and len(ps) > limit:
-            step = len(ps) / limit  # even spread keeps every count / relation represented
-            ps = [ps[int(i * step)] for i in range(limit)]
-        out.extend(ps)
+        out.extend(_spread(ps, limit) if limit is not None and len(ps) > limit else ps)
     ids = [p.id for p in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -222,3 +232,15 @@ def to_records(ps: list[Prompt]) -> list[dict]:
                  obj=p.obj.name, plural=p.obj.plural, count=p.count, background=p.background,
                  relation=p.relation, obj_b=p.obj_b.name if p.obj_b else None, split=p.split,
                  world=p.world) for p in ps]
+
+
+def for_config(cfg) -> list[Prompt]:
+    """The prompts a run's `PromptConfig` names."""
+    return load(cfg.world, cfg.split, tuple(cfg.kinds), tuple(cfg.counts), cfg.limit)
+
+
+def prompt_table(ps: list[Prompt]):
+    """The prompts as a pandas DataFrame (one row per prompt)."""
+    import pandas as pd
+
+    return pd.DataFrame(to_records(ps))

@@ -1,0 +1,59 @@
+"""Run directory and ledger: file names, atomic writes, keyed rows, concurrent writers."""
+import multiprocessing as mp
+
+import pytest
+
+from compseed_lib.config import config_from_dict
+from compseed_lib.store import Ledger, Run, atomic_write_bytes, image_filename
+
+
+def test_image_filename_from_prompt_id_and_seed():
+    assert image_filename("n6e108f3920", 7) == "n6e108f3920_s000007.png"
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError, match="bad prompt id"):
+            image_filename(bad, 1)
+    with pytest.raises(ValueError, match="bad seed"):
+        image_filename("n1", -1)
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "a" / "b.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["b.bin"]
+
+
+def test_run_create_writes_resolved_config_with_versions(tmp_path):
+    cfg = config_from_dict({"runs_dir": str(tmp_path), "name": "r1"}, ["generate.steps=3"])
+    run = Run.create(cfg)
+    assert run.config().generate.steps == 3
+    assert "torch" in (run.root / "config.yaml").read_text()
+    with pytest.raises(FileNotFoundError, match="no run at"):
+        Run.open(tmp_path / "missing")
+
+
+def _writer(path, start):
+    led = Ledger(path)
+    for i in range(start, start + 50):
+        led.add_images([{"stage": "s", "prompt_id": f"p{i % 60}", "seed": i // 60, "sha256": "x"}])
+
+
+def test_rows_are_keyed_and_concurrent_writers_do_not_duplicate(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path)
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(path, s)) for s in (0, 25, 50)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    rows = Ledger(path).images("s")
+    assert len(rows) == 100  # indices 0..99, overlapping ranges written once each
+    assert not rows.duplicated(["prompt_id", "seed"]).any()
+    led = Ledger(path)
+    row = {"stage": "s", "prompt_id": "p1", "seed": 0, "judge_model": "m", "question": "q",
+           "image_sha256": "h", "raw_answer": "3", "parsed_answer": "3", "correct": 1}
+    led.add_judgements([row, row | {"raw_answer": "4"}])
+    assert led.cached_answer("h", "m", "q") == "3"
+    assert led.cached_answer("h", "other", "q") is None
