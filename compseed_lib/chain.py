@@ -26,6 +26,10 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds"]
 
 
+class ChainError(RuntimeError):
+    """A notebook of the chain failed; the message names it and the library's error."""
+
+
 def check_inputs(cfg: RunConfig) -> None:
     """Fail before any model work when the config names something that cannot exist."""
     from . import prompts
@@ -55,8 +59,8 @@ def check_inputs(cfg: RunConfig) -> None:
 
 
 def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks: list[str] | None = None,
-              report_root: str | Path = "reports") -> Path:
-    """Execute the chain for a config; returns the report folder."""
+              report_root: str | Path = "reports", stream: bool = False) -> Path:
+    """Execute the chain for a config; returns the report folder. `stream` echoes notebook output."""
     import papermill as pm
 
     cfg = load_config(config, overrides)
@@ -75,9 +79,13 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
             else {"run_dir": str(cfg.run_dir)}
         t0 = time.time()
         log.info("running %s", name)
-        pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(report_dir / f"{name}.ipynb"),
-                            parameters=params, kernel_name="python3", cwd=os.getcwd(),
-                            progress_bar=False, log_output=False)
+        out = report_dir / f"{name}.ipynb"
+        try:
+            pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), parameters=params,
+                                kernel_name="python3", cwd=os.getcwd(), progress_bar=False,
+                                log_output=stream)
+        except pm.PapermillExecutionError as e:
+            raise ChainError(f"{name} failed: {e.ename}: {e.evalue}\n  full traceback in {out}") from None
         timings[name] = round(time.time() - t0, 1)
         log.info("%s done in %.1f s", name, timings[name])
     figures = cfg.run_dir / "figures"

@@ -15,8 +15,15 @@ import sys
 def _run(args) -> int:
     from .chain import run_chain
 
+    from .chain import ChainError
+
     only = args.only.split(",") if args.only else None
-    report = run_chain(args.config, overrides=args.set, notebooks=only, report_root=args.reports)
+    try:
+        report = run_chain(args.config, overrides=args.set, notebooks=only, report_root=args.reports,
+                           stream=not args.quiet)
+    except ChainError as e:
+        print(f"compseed: error: {e}", file=sys.stderr)
+        return 1
     print(f"reports written to {report}")
     return 0
 
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config key, e.g. generate.steps=2 (repeatable)")
     p.add_argument("--only", help="comma-separated notebook names to run (default: the whole chain)")
     p.add_argument("--reports", default="reports", help="where executed notebooks go")
+    p.add_argument("--quiet", action="store_true", help="do not echo notebook output")
     p.set_defaults(func=_run)
     p = sub.add_parser("prompts", help="list the prompts of a world and split")
     p.add_argument("world", help="comp90, miniworld or a folder")

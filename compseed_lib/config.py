@@ -140,16 +140,20 @@ def _set(d: dict, dotted: str, value) -> None:
     d[last] = value
 
 
-def config_from_dict(data: dict | None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """Build a RunConfig from a nested dict plus `key=value` (YAML-parsed values) overrides."""
-    data = dict(data or {})
+def apply_overrides(data: dict, overrides: list[str] | dict | None) -> dict:
+    """Set `key.sub=value` overrides (values parsed as YAML) into a nested dict, in place."""
     items = overrides.items() if isinstance(overrides, dict) else (
         o.split("=", 1) if "=" in o else (o, None) for o in overrides or [])
     for k, v in items:
         if v is None:
             raise ConfigError(f"override {k!r} must look like key.sub=value")
         _set(data, k, yaml.safe_load(v) if isinstance(v, str) else v)
-    return _build(RunConfig, data)
+    return data
+
+
+def config_from_dict(data: dict | None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Build a RunConfig from a nested dict plus `key=value` (YAML-parsed values) overrides."""
+    return _build(RunConfig, apply_overrides(dict(data or {}), overrides))
 
 
 def load_config(path: str | Path, overrides: list[str] | dict | None = None) -> RunConfig:
@@ -166,5 +170,19 @@ def load_config(path: str | Path, overrides: list[str] | dict | None = None) -> 
     data.setdefault("name", path.stem)
     try:
         return config_from_dict(data, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def load_dataclass(cls, path: str | Path, overrides: list[str] | dict | None = None):
+    """Any config dataclass from a YAML file plus `key=value` overrides, with the same strict checks."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return _build(cls, apply_overrides(data, overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

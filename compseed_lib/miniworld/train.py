@@ -1,0 +1,296 @@
+"""Train the mini-world generator from scratch: `compseed train-miniworld configs/miniworld_model.yaml`.
+
+Stages, each resumable (finished work is found on disk and skipped):
+  1. render `n_scenes` training scenes (data.py) into work_dir/scenes/
+  2. train the AutoencoderKL on them -> work_dir/vae/ (save_pretrained)
+  3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
+  4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
+     10% caption dropout for classifier-free guidance, EMA), checkpoint every `checkpoint_every`
+     steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest
+  5. export the EMA weights as a StableDiffusionPipeline folder -> out_dir, with training_record.json
+
+A batch at step s is drawn from a generator seeded by (seed, s), so a resumed run sees the same
+batches as an uninterrupted one. Same code on a laptop CPU (threads=1) and a GPU (device=cuda).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import load_dataclass
+from ..store import atomic_write_text
+from . import data
+from .model import (MiniModelSpec, assemble_pipeline, build_schedulers, build_text_encoder, build_tokenizer,
+                    build_unet, build_vae, count_parameters)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "models/miniworld"  # the shipped pipeline folder
+    work_dir: str = "runs/_train_miniworld"  # scenes, latents, checkpoints
+    tiny: bool = False  # MiniModelSpec.tiny(): for tests
+    spec: dict = field(default_factory=dict)  # overrides of MiniModelSpec fields
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1  # keep torch threads <= free cores: a contended thread slows everything
+    n_scenes: int = 200_000
+    vae_steps: int = 3000
+    vae_batch: int = 64
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    steps: int = 20_000
+    batch: int = 64
+    lr: float = 3e-4
+    warmup: int = 500
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1  # captions replaced by "" so classifier-free guidance works
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 50
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def _spec(cfg: TrainConfig) -> MiniModelSpec:
+    base = MiniModelSpec.tiny() if cfg.tiny else MiniModelSpec()
+    unknown = set(cfg.spec) - set(asdict(base))
+    if unknown:
+        raise ValueError(f"unknown model spec key(s) {sorted(unknown)}: valid are {sorted(asdict(base))}")
+    return MiniModelSpec(**{**asdict(base), **cfg.spec})
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (B, 3, H, W) in [-1, 1]
+
+
+# ---------------------------------------------------------------------------- checkpoints (no pickle)
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """AdamW state as safetensors: '<param index>.<key>' tensors."""
+    from safetensors.torch import save_file
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+               for i, p in enumerate(params) for k, v in opt.state.get(p, {}).items()}
+    save_file(tensors, str(path))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """Inverse of save_optimizer."""
+    from safetensors.torch import load_file
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for key, value in load_file(str(path)).items():
+        i, k = key.split(".", 1)
+        p = params[int(i)]
+        opt.state.setdefault(p, {})[k] = value.to(p.device) if k != "step" else value
+
+
+def _save_checkpoint(ck_dir: Path, step: int, modules: dict, opt, history: list, keep: int) -> None:
+    from safetensors.torch import save_file
+
+    tmp = ck_dir / f".tmp_step_{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, m in modules.items():
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+    save_optimizer(opt, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+    tmp.rename(ck_dir / f"step_{step:07d}")
+    for old in sorted(ck_dir.glob("step_*"))[:-keep]:
+        shutil.rmtree(old)
+
+
+def _latest_checkpoint(ck_dir: Path) -> Path | None:
+    found = sorted(ck_dir.glob("step_*"))
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------- stage 2: VAE
+def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: torch.device):
+    """Train (or load) the AutoencoderKL; L1 + MSE reconstruction plus a small KL term."""
+    from diffusers import AutoencoderKL
+
+    folder = Path(cfg.work_dir) / "vae"
+    if (folder / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(folder).to(dev)
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(spec).to(dev)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+    bar = tqdm(range(cfg.vae_steps), desc="vae")
+    for step in bar:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g).numpy()
+        x = _to_tensor(images[idx]).to(dev)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=None)).sample
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.save_pretrained(folder)
+    return vae
+
+
+# ---------------------------------------------------------------------------- stage 3: latents
+@torch.no_grad()
+def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Posterior means of every scene, cached as safetensors; sets vae.config.scaling_factor."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cfg.work_dir) / "latents.safetensors"
+    if path.is_file():
+        z = load_file(str(path))["latents"].float()
+    else:
+        parts = [vae.encode(_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean.cpu()
+                 for i in tqdm(range(0, len(images), 256), desc="encode")]
+        z = torch.cat(parts)
+        save_file({"latents": z.half()}, str(path))
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    return z
+
+
+# ---------------------------------------------------------------------------- stage 4: UNet + text
+def train(cfg: TrainConfig) -> Path:
+    """Run every stage; returns the exported pipeline folder."""
+    from diffusers.training_utils import EMAModel
+
+    torch.set_num_threads(cfg.threads)
+    dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
+    t_start = time.time()
+    # 1. scenes
+    data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size)
+    images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
+    # 2.-3. autoencoder and latents
+    vae = train_vae(cfg, spec, images, dev)
+    latents = encode_latents(cfg, vae, images, dev) * vae.config.scaling_factor
+    # 4. UNet and text encoder
+    tokenizer = build_tokenizer(spec)
+    token_ids = tokenizer(captions + [""], padding="max_length", max_length=spec.max_tokens,
+                          truncation=True, return_tensors="pt").input_ids
+    empty_ids = token_ids[-1]
+    torch.manual_seed(cfg.seed)
+    text_encoder, unet = build_text_encoder(spec, tokenizer).to(dev), build_unet(spec).to(dev)
+    noise_sched, _ = build_schedulers(spec)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema_unet, ema_text = EMAModel(unet.parameters(), decay=cfg.ema_decay), \
+        EMAModel(text_encoder.parameters(), decay=cfg.ema_decay)
+    ck_dir = work / "checkpoints"
+    ck_dir.mkdir(parents=True, exist_ok=True)
+    step, history = 0, []
+    latest = _latest_checkpoint(ck_dir)
+    if latest is not None:
+        from safetensors.torch import load_file
+
+        unet.load_state_dict(load_file(str(latest / "unet.safetensors")))
+        text_encoder.load_state_dict(load_file(str(latest / "text_encoder.safetensors")))
+        for ema, name in ((ema_unet, "ema_unet"), (ema_text, "ema_text_encoder")):
+            shadow = load_file(str(latest / f"{name}.safetensors"))
+            ema.shadow_params = [shadow[str(i)].to(dev) for i in range(len(ema.shadow_params))]
+        load_optimizer(opt, latest / "optimizer.safetensors")
+        state = json.loads((latest / "state.json").read_text())
+        step, history = state["step"], state["history"]
+        ema_unet.optimization_step = ema_text.optimization_step = step
+        log.info("resumed from %s", latest)
+    log.info("unet %.2fM, text encoder %.2fM parameters", count_parameters(unet) / 1e6,
+             count_parameters(text_encoder) / 1e6)
+    bar = tqdm(total=cfg.steps, initial=step, desc="unet")
+    t0, running = time.time(), []
+    while step < cfg.steps:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 10_000_019 + step)
+        idx = torch.randint(len(latents), (cfg.batch,), generator=g)
+        z0 = latents[idx].to(dev)
+        ids = token_ids[idx].clone()
+        ids[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = empty_ids
+        noise = torch.randn(z0.shape, generator=g).to(dev)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
+        zt = noise_sched.add_noise(z0, noise, t)
+        target = noise_sched.get_velocity(z0, noise, t) if spec.prediction_type == "v_prediction" else noise
+        for gr in opt.param_groups:  # linear warmup, then constant (EMA smooths the end)
+            gr["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        pred = unet(zt, t, text_encoder(ids.to(dev))[0]).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            history.append([step, float(np.mean(running)), round(time.time() - t0, 1)])
+            bar.set_postfix(loss=f"{history[-1][1]:.4f}")
+            running = []
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            modules = {"unet": unet, "text_encoder": text_encoder}
+            _save_checkpoint(ck_dir, step, modules, opt, history, cfg.keep_checkpoints)
+            for ema, name in ((ema_unet, "ema_unet"), (ema_text, "ema_text_encoder")):
+                from safetensors.torch import save_file
+
+                save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                          str(ck_dir / f"step_{step:07d}" / f"{name}.safetensors"))
+    bar.close()
+    # 5. export EMA weights
+    ema_unet.copy_to(unet.parameters())
+    ema_text.copy_to(text_encoder.parameters())
+    return export(cfg, spec, tokenizer, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
+                  time.time() - t_start)
+
+
+def export(cfg: TrainConfig, spec: MiniModelSpec, tokenizer, text_encoder, vae, unet, history, seconds):
+    """Save the pipeline (safetensors) and its training record into out_dir, atomically."""
+    out = Path(cfg.out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe = assemble_pipeline(spec, tokenizer, text_encoder, vae, unet)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    record = {"config": asdict(cfg), "spec": asdict(spec), "steps": cfg.steps,
+              "images_seen": cfg.steps * cfg.batch, "vae_images_seen": cfg.vae_steps * cfg.vae_batch,
+              "parameters": {"unet": count_parameters(unet), "text_encoder": count_parameters(text_encoder),
+                             "vae": count_parameters(vae)},
+              "wall_seconds_this_session": round(seconds, 1), "torch": torch.__version__,
+              "threads": cfg.threads, "device": str(_device(cfg.device)),
+              "loss_history": history}
+    atomic_write_text(tmp / "training_record.json", json.dumps(record, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: compseed train-miniworld CONFIG [--set key=value ...]."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="compseed train-miniworld", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="a YAML file of TrainConfig fields (configs/miniworld_model.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_dataclass(TrainConfig, args.config, args.set)
+    out = train(cfg)
+    print(f"model written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
