@@ -4,6 +4,7 @@
     compseed serve-judge [--host 127.0.0.1] [--port 8765]
     compseed judge-accuracy [--n 2000] [--out reports/judge_accuracy.md]
     compseed prompts miniworld train
+    compseed train-miniworld configs/train/miniworld.yaml
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from .judge import server
 
         return server.main(argv[1:]) or 0
+    if argv and argv[0] == "train-miniworld":
+        from .miniworld import train
+
+        return train.main(argv[1:]) or 0
     if argv and argv[0] == "judge-accuracy":
         from .miniworld import report
 
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("split", choices=["train", "eval"])
     p.set_defaults(func=_prompts)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
+    sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
     sub.add_parser("judge-accuracy", help="measure the mini-world judge on fresh renders (see --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

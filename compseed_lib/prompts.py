@@ -135,8 +135,8 @@ def parse_spatial(sentence: str, where: str = "<sentence>") -> tuple[Obj, str, O
 
 
 def numerical_text(obj: Obj, count: int, background: str) -> str:
-    """The paper's template: '{count word} {plural}, {background}'."""
-    return f"{COUNT_WORDS[count]} {obj.plural}, {background}"
+    """The paper's template: '{count word} {plural}, {background}' ('one ball, …' for a single one)."""
+    return f"{COUNT_WORDS[count]} {obj.plural if count != 1 else obj.name}, {background}"
 
 
 def folder(world: str | Path) -> Path:

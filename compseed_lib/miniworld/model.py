@@ -31,7 +31,7 @@ class MiniModelSpec:
     """Sizes of every component; `tiny()` is the test configuration."""
 
     image_size: int = 32
-    vae_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    vae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     latent_channels: int = 4
     unet_channels: list[int] = field(default_factory=lambda: [64, 128, 128, 128])
     unet_layers_per_block: int = 1

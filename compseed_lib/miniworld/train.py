@@ -1,4 +1,4 @@
-"""Train the mini-world generator from scratch: `compseed train-miniworld configs/miniworld_model.yaml`.
+"""Train the mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld.yaml`.
 
 Stages, each resumable (finished work is found on disk and skipped):
   1. render `n_scenes` training scenes (data.py) into work_dir/scenes/
@@ -160,7 +160,7 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
         parts = [vae.encode(_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean.cpu()
                  for i in tqdm(range(0, len(images), 256), desc="encode")]
         z = torch.cat(parts)
-        save_file({"latents": z.half()}, str(path))
+        save_file({"latents": z.half().contiguous()}, str(path))
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return z
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="compseed train-miniworld", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="a YAML file of TrainConfig fields (configs/miniworld_model.yaml)")
+    ap.add_argument("config", help="a YAML file of TrainConfig fields (configs/train/miniworld.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,335 @@
+"""Async judge client on the `openai` package: bounded concurrency, retries, cache, ledger rows.
+
+Inputs: a `Run` whose ledger has image rows for a stage, the `Prompt`s they were generated from,
+and a `JudgeConfig` (resolved through `registry`).
+Outputs: one judgement row per (stage, prompt, seed, judge model, question) in the ledger, written
+in batches as answers arrive; `judge_stage` returns `run.ledger.judgements(stage, judge_model)`.
+
+Each request is one user message (question text + the PNG as a data URL), temperature 0, asking for
+JSON {"answer": "..."} through a strict json_schema response_format; a server that rejects
+response_format gets free text for the rest of the session. Timeouts, connection errors, 429 and 5xx
+are retried with exponential backoff and jitter, then `JudgeUnavailable` names base_url and model.
+Answers are reused by (image sha256, question, judge model), so re-runs send nothing new.
+
+Usage:
+    df = judge_stage(run, "base", prompts, cfg.judge)      # works in Jupyter too
+    ask(pil_image, "How many stars are in this image? Answer with a single number.", cfg.judge)
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import io
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import openai
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..config import JudgeConfig
+from ..prompts import Prompt
+from ..store import Run, sha256_bytes, sha256_file
+from .parse import answer_text, is_correct, parse_answer
+from .registry import open_endpoint, resolve
+from .templates import question_for
+
+log = logging.getLogger(__name__)
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
+    "name": "judge_answer", "strict": True,
+    "schema": {"type": "object", "properties": {"answer": {"type": "string"}},
+               "required": ["answer"], "additionalProperties": False}}}
+BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each attempt, with jitter
+BACKOFF_CAP = 30.0
+CHECK_TIMEOUT = 10.0  # seconds for the up-front reachability check
+BATCH = 32  # judgement rows per ledger write: a killed run loses at most this many answers
+_RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+class JudgeError(RuntimeError):
+    """The judge could not answer (the message says which server, model and why)."""
+
+
+class JudgeUnavailable(JudgeError):
+    """The judge server is down, unreachable, or kept failing after all retries."""
+
+
+class CorruptImageError(JudgeError, ValueError):
+    """An image file is missing or its sha256 differs from its ledger row (message names the file)."""
+
+
+def _cause(e: BaseException) -> str:
+    inner = e.__cause__ or e.__context__
+    text = str(inner) if inner is not None and str(inner) else str(e)
+    return text or type(e).__name__
+
+
+def _is_loopback_url(url: str) -> bool:
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, also inside Jupyter's running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compseed-judge") as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def png_bytes(image) -> bytes:
+    """PNG bytes of a PIL image."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class JudgeClient:
+    """One judge endpoint: `check()` once, then `await ask(png, question)` from many tasks."""
+
+    def __init__(self, base_url: str, model: str, api_key: str, cfg: JudgeConfig):
+        self.base_url, self.model = base_url, model
+        self.max_retries, self.timeout = cfg.max_retries, cfg.timeout
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=cfg.timeout,
+                                         max_retries=0)
+        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.structured = True  # False once the server rejected response_format
+        self.sent = 0  # requests sent, retries included
+
+    async def __aenter__(self) -> JudgeClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.close()
+
+    def _where(self) -> str:
+        return f"judge server at {self.base_url} (model {self.model!r})"
+
+    def _unreachable(self, e: BaseException) -> JudgeUnavailable:
+        hint = ("start it with `compseed serve-judge` or fix judge.base_url"
+                if _is_loopback_url(self.base_url) else "check the network or fix judge.base_url")
+        return JudgeUnavailable(f"judge server at {self.base_url} is not reachable ({_cause(e)}): {hint}")
+
+    def _key_rejected(self, e: openai.APIStatusError) -> JudgeUnavailable:
+        return JudgeUnavailable(f"{self._where()} rejected the API key ({e.status_code}): check the "
+                                f"environment variable named by judge.api_key_env")
+
+    async def check(self) -> None:
+        """Fail fast if the server is down or rejects the key (GET /models with a short timeout)."""
+        try:
+            page = await self.client.with_options(timeout=min(self.timeout, CHECK_TIMEOUT)).models.list()
+        except openai.APIConnectionError as e:
+            raise self._unreachable(e) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise self._key_rejected(e) from None
+        except openai.APIStatusError as e:  # some compatible servers have no /models; the chat call decides
+            log.debug("%s: GET /models gave %s; going on", self.base_url, e.status_code)
+            return
+        ids = [m.id for m in page.data]
+        if ids and self.model not in ids:
+            log.warning("%s does not list model %r (it lists %s)", self.base_url, self.model, ids[:10])
+
+    def _backoff(self, attempt: int, e: BaseException) -> float:
+        """Seconds to wait: the server's Retry-After if given, else base * 2^attempt with jitter."""
+        if isinstance(e, openai.APIStatusError):
+            try:
+                return min(BACKOFF_CAP, max(0.0, float(e.response.headers.get("retry-after", ""))))
+            except ValueError:
+                pass
+        return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * (0.5 + random.random() / 2)
+
+    async def ask(self, image_png: bytes, question: str, mime: str = "image/png") -> str:
+        """The judge's raw answer text for one image and question (retries included)."""
+        url = f"data:{mime};base64,{base64.b64encode(image_png).decode('ascii')}"
+        messages = [{"role": "user", "content": [{"type": "text", "text": question},
+                                                 {"type": "image_url", "image_url": {"url": url}}]}]
+        attempt = 0
+        async with self.semaphore:
+            while True:
+                structured = self.structured
+                extra = {"response_format": RESPONSE_FORMAT} if structured else {}
+                self.sent += 1
+                try:
+                    resp = await self.client.chat.completions.create(
+                        model=self.model, messages=messages, temperature=0, **extra)
+                except openai.BadRequestError as e:
+                    text = str(e).lower()
+                    if structured and ("response_format" in text or "json_schema" in text):
+                        if self.structured:
+                            self.structured = False
+                            log.warning("%s rejects response_format json_schema; asking for free text "
+                                        "for the rest of this session", self._where())
+                        continue
+                    raise JudgeError(f"{self._where()} rejected a request (400): {e}") from None
+                except _RETRYABLE as e:
+                    if attempt >= self.max_retries:
+                        refused = isinstance(e, openai.APIConnectionError) and \
+                            not isinstance(e, openai.APITimeoutError)
+                        if refused:
+                            raise self._unreachable(e) from None
+                        raise JudgeUnavailable(f"{self._where()} kept failing after {attempt + 1} attempts "
+                                               f"(last: {type(e).__name__}: {_cause(e)})") from None
+                    delay = self._backoff(attempt, e)
+                    attempt += 1
+                    log.debug("%s: %s; retry %d/%d in %.2f s", self.base_url, type(e).__name__, attempt,
+                              self.max_retries, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                    raise self._key_rejected(e) from None
+                except openai.NotFoundError as e:
+                    raise JudgeUnavailable(f"{self._where()}: model or endpoint not found (404): {e}") \
+                        from None
+                except openai.APIStatusError as e:
+                    raise JudgeError(f"{self._where()} answered {e.status_code}: {e}") from None
+                if not resp.choices:
+                    raise JudgeError(f"{self._where()} returned no choices")
+                msg = resp.choices[0].message
+                return msg.content if msg.content is not None else (getattr(msg, "refusal", None) or "")
+
+
+# ---------------------------------------------------------------------------- stage judging
+
+
+@dataclass(frozen=True)
+class _Job:
+    prompt: Prompt
+    seed: int
+    question: str
+    sha256: str
+    path: Path
+
+
+def _image_file(run: Run, row) -> Path:
+    """Where an image row's file lives: its `path` (relative to the run, or as given), else the default."""
+    default = run.image_path(row.stage, row.prompt_id, int(row.seed))
+    if not isinstance(row.path, str) or not row.path:
+        return default
+    path = Path(row.path)
+    if path.is_absolute():
+        return path
+    for candidate in (run.root / path, path, default):
+        if candidate.is_file():
+            return candidate
+    return run.root / path
+
+
+def _row(stage: str, model: str, job: _Job, raw: str) -> dict:
+    parsed = parse_answer(job.prompt, raw)
+    correct = is_correct(job.prompt, parsed)
+    return dict(stage=stage, prompt_id=job.prompt.id, seed=job.seed, judge_model=model,
+                question=job.question, image_sha256=job.sha256, raw_answer=raw,
+                parsed_answer=answer_text(parsed), correct=None if correct is None else int(correct))
+
+
+def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tuple[list[_Job], dict]:
+    """Jobs without a judgement row yet (files verified), and the answer cache {(sha, question): raw}."""
+    by_id = {p.id: p for p in prompts}
+    images = run.ledger.images(stage)
+    images = images[images["prompt_id"].isin(list(by_id))]
+    done = run.ledger.query("SELECT prompt_id, seed, question FROM judgements "
+                            "WHERE stage=? AND judge_model=?", (stage, model))
+    done_keys = {(r.prompt_id, int(r.seed), r.question) for r in done.itertuples()}
+    cached = run.ledger.query("SELECT image_sha256, question, raw_answer FROM judgements WHERE judge_model=? "
+                              "AND raw_answer IS NOT NULL", (model,))
+    cache = {(r.image_sha256, r.question): r.raw_answer for r in cached.itertuples()}
+    jobs = []
+    for row in images.itertuples():
+        prompt, seed = by_id[row.prompt_id], int(row.seed)
+        question = question_for(prompt)
+        if (prompt.id, seed, question) in done_keys:
+            continue
+        path = _image_file(run, row)
+        if not isinstance(row.sha256, str) or not row.sha256:
+            raise CorruptImageError(f"image row ({stage}, {prompt.id}, seed {seed}) has no sha256; "
+                                    f"regenerate {path}")
+        if not path.is_file():
+            raise CorruptImageError(f"image file {path} is missing (ledger row {stage}/{prompt.id}/seed "
+                                    f"{seed}); regenerate the stage")
+        if sha256_file(path) != row.sha256:
+            raise CorruptImageError(f"image file {path} is corrupt: its sha256 differs from the ledger "
+                                    f"row ({row.sha256[:12]}…); regenerate the stage")
+        jobs.append(_Job(prompt, seed, question, row.sha256, path))
+    return jobs, cache
+
+
+async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, str, str],
+                   cfg: JudgeConfig, progress: bool) -> int:
+    """Ask every job's question with `cfg.concurrency` workers; rows written every BATCH answers."""
+    base_url, model, key = endpoint
+    buffer: list[dict] = []
+    groups: dict[tuple[str, str], list[_Job]] = {}  # identical images (e.g. blank ones) are asked once
+    for job in jobs:
+        groups.setdefault((job.sha256, job.question), []).append(job)
+    queue = list(reversed(groups.values()))
+
+    def flush() -> None:
+        if buffer:
+            run.ledger.add_judgements(buffer)
+            buffer.clear()
+
+    async with JudgeClient(base_url, model, key, cfg) as jc:
+        await jc.check()
+        bar = tqdm(total=len(jobs), desc=f"judge {stage}", unit="img", disable=not progress)
+
+        async def worker() -> None:
+            while queue:
+                group = queue.pop()
+                job = group[0]
+                data = job.path.read_bytes()
+                if sha256_bytes(data) != job.sha256:
+                    raise CorruptImageError(f"image file {job.path} changed while judging: its sha256 "
+                                            f"differs from the ledger row")
+                raw = await jc.ask(data, job.question)
+                buffer.extend(_row(stage, model, j, raw) for j in group)
+                bar.update(len(group))
+                if len(buffer) >= BATCH:
+                    flush()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(cfg.concurrency, len(groups))):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as eg:
+            errors = [e for e in eg.exceptions if not isinstance(e, asyncio.CancelledError)]
+            raise (errors[0] if errors else eg) from None
+        finally:
+            flush()
+            bar.close()
+        return jc.sent
+
+
+def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
+                progress: bool = True) -> pd.DataFrame:
+    """Judge every image of `stage` whose prompt is in `prompts`; resumable; returns the judgement rows."""
+    model = resolve(cfg).model
+    jobs, cache = _pending_jobs(run, stage, prompts, model)
+    hits = [_row(stage, model, j, cache[(j.sha256, j.question)]) for j in jobs
+            if (j.sha256, j.question) in cache]
+    run.ledger.add_judgements(hits)
+    to_send = [j for j in jobs if (j.sha256, j.question) not in cache]
+    log.info("judge %s with %s: %d to ask, %d answered from the cache", stage, model, len(to_send), len(hits))
+    if to_send:
+        with open_endpoint(cfg) as endpoint:
+            sent = run_sync(_ask_all(to_send, stage, run, endpoint, cfg, progress))
+        log.info("judge %s: %d requests sent for %d images", stage, sent, len(to_send))
+    return run.ledger.judgements(stage, model)
+
+
+def ask(image, question: str, cfg: JudgeConfig | None = None) -> str:
+    """Ask the configured judge one question about a PIL image; the raw answer (for notebooks)."""
+    cfg = cfg or JudgeConfig()
+    data = png_bytes(image)
+
+    async def one(endpoint: tuple[str, str, str]) -> str:
+        async with JudgeClient(*endpoint, cfg) as jc:
+            await jc.check()
+            return await jc.ask(data, question)
+
+    with open_endpoint(cfg) as endpoint:
+        return run_sync(one(endpoint))

@@ -1,0 +1,170 @@
+"""Judges by name: each maps to an OpenAI-compatible endpoint, a model and where its API key lives.
+
+Inputs: a `config.JudgeConfig` (registry name plus optional base_url / model / api_key_env overrides).
+Outputs: a resolved `JudgeSpec`; `open_endpoint(cfg)` yields (base_url, model, api_key), starting
+the kit's own judge server as a subprocess on loopback when the judge is local and no base_url is set.
+API keys come only from the environment variable the spec names (never from a config value).
+
+Usage:
+    spec = resolve(cfg.judge)
+    with open_endpoint(cfg.judge) as (base_url, model, api_key):
+        ...  # openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import JudgeConfig
+
+log = logging.getLogger(__name__)
+LOCAL_KEY = "not-needed"  # loopback servers ignore the key, but the client must send one
+START_TIMEOUT = 60.0  # seconds to wait for the local server to answer /v1/models
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge endpoint: base_url None on a local spec means 'start our own server'."""
+
+    name: str
+    base_url: str | None
+    model: str
+    api_key_env: str | None
+    local: bool
+    key_required: bool = True  # False: an unset api_key_env falls back to a dummy key (vLLM)
+
+
+JUDGES: dict[str, JudgeSpec] = {
+    "miniworld-local": JudgeSpec("miniworld-local", None, "miniworld-exact", None, local=True,
+                                 key_required=False),
+    "gpt-4o": JudgeSpec("gpt-4o", "https://api.openai.com/v1", "gpt-4o", "OPENAI_API_KEY", local=False),
+    "vllm-qwen2-vl": JudgeSpec("vllm-qwen2-vl", "http://127.0.0.1:8000/v1", "Qwen/Qwen2-VL-7B-Instruct",
+                               "VLLM_API_KEY", local=False, key_required=False),
+    "vllm-cogvlm2": JudgeSpec("vllm-cogvlm2", "http://127.0.0.1:8000/v1", "THUDM/cogvlm2-llama3-chat-19B",
+                              "VLLM_API_KEY", local=False, key_required=False),
+}
+
+
+def resolve(cfg: JudgeConfig) -> JudgeSpec:
+    """The registry entry named by `cfg.name` with cfg's base_url / model / api_key_env applied."""
+    if cfg.name not in JUDGES:
+        raise ValueError(f"unknown judge {cfg.name!r}: use one of {sorted(JUDGES)} "
+                         f"(or any of them with judge.base_url / judge.model overrides)")
+    spec = JUDGES[cfg.name]
+    changes = {k: v for k, v in (("base_url", cfg.base_url), ("model", cfg.model),
+                                 ("api_key_env", cfg.api_key_env)) if v is not None}
+    if changes.get("base_url") is not None:
+        url = changes["base_url"].rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"judge.base_url {cfg.base_url!r} must start with http:// or https://")
+        changes["base_url"] = url
+    if changes.get("api_key_env") is not None and not str(changes["api_key_env"]).isidentifier():
+        raise ValueError(f"judge.api_key_env {cfg.api_key_env!r} must be the NAME of an environment "
+                         f"variable (e.g. OPENAI_API_KEY), never the key itself")
+    for key in ("concurrency", "max_retries"):
+        if getattr(cfg, key) < (1 if key == "concurrency" else 0):
+            raise ValueError(f"judge.{key} must be {'>= 1' if key == 'concurrency' else '>= 0'}, "
+                             f"got {getattr(cfg, key)}")
+    if cfg.timeout <= 0:
+        raise ValueError(f"judge.timeout must be positive, got {cfg.timeout}")
+    return dataclasses.replace(spec, **changes)
+
+
+def api_key(spec: JudgeSpec) -> str:
+    """The API key from the environment variable the spec names; a dummy key where none is needed."""
+    if spec.api_key_env:
+        value = os.environ.get(spec.api_key_env)
+        if value:
+            return value
+        if spec.key_required:
+            raise ValueError(f"judge {spec.name!r} needs an API key in the environment variable "
+                             f"{spec.api_key_env} (set it in the shell; keys never go in configs or "
+                             f"notebook parameters)")
+    elif spec.key_required and not spec.local:
+        raise ValueError(f"judge {spec.name!r} needs judge.api_key_env naming the variable that holds "
+                         f"its key")
+    return LOCAL_KEY
+
+
+def _get_json(url: str, timeout: float = 2.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # loopback only: our own server
+        return json.loads(r.read())
+
+
+@contextmanager
+def start_local_server(timeout: float = START_TIMEOUT) -> Iterator[str]:
+    """Start `python -m compseed_lib.judge.server` on a free loopback port; yields its /v1 base URL."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryDirectory(prefix="compseed-judge-") as tmp:
+        port_file = Path(tmp) / "port"
+        err_path = Path(tmp) / "stderr.log"
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "compseed_lib.judge.server", "--host", "127.0.0.1",
+                                     "--port", "0", "--port-file", str(port_file)],
+                                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
+        try:
+            base_url = _wait_ready(proc, port_file, err_path, timeout)
+            log.info("started local judge server (pid %d) at %s", proc.pid, base_url)
+            yield base_url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.debug("local judge server (pid %d) stopped", proc.pid)
+
+
+def _wait_ready(proc: subprocess.Popen, port_file: Path, err_path: Path, timeout: float) -> str:
+    """Poll until the server wrote its port and answers /v1/models; a clear error otherwise."""
+    def stderr_tail() -> str:
+        text = err_path.read_text(errors="replace").strip() if err_path.is_file() else ""
+        return text[-3000:] or "(no output)"
+
+    deadline = time.monotonic() + timeout
+    last = "no port file yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local judge server exited with code {proc.returncode} before it "
+                               f"was ready; its output:\n{stderr_tail()}")
+        text = port_file.read_text().strip() if port_file.is_file() else ""
+        if text.isdigit():
+            base_url = f"http://127.0.0.1:{int(text)}/v1"
+            try:
+                data = _get_json(base_url + "/models")
+                if data.get("data"):
+                    return base_url
+            except (OSError, ValueError) as e:
+                last = f"{type(e).__name__}: {e}"
+        time.sleep(0.05)
+    raise RuntimeError(f"the local judge server did not answer /v1/models within {timeout:.0f} s "
+                       f"(last: {last}); its output:\n{stderr_tail()}")
+
+
+@contextmanager
+def open_endpoint(cfg: JudgeConfig) -> Iterator[tuple[str, str, str]]:
+    """Yield (base_url, model, api_key) for the configured judge, starting our server when local."""
+    spec = resolve(cfg)
+    key = api_key(spec)
+    if spec.base_url is None:
+        if not spec.local:
+            raise ValueError(f"judge {spec.name!r} has no base_url: set judge.base_url")
+        with start_local_server() as base_url:
+            yield base_url, spec.model, key
+    else:
+        yield spec.base_url, spec.model, key
