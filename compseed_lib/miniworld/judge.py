@@ -33,7 +33,7 @@ from .vocab import BACKGROUNDS, KINDS, check_kind, check_relation
 
 log = logging.getLogger(__name__)
 CHROMA_THRESHOLD = 75.0  # object pixels: max - min channel of (pixel - background) above this (0..255)
-MIN_AREA_32 = 5.0  # smallest object area in px at 32x32, scaled with image area
+MIN_AREA_32 = 4.0  # smallest object area in px at 32x32, scaled with image area
 CAST_LIMIT = 48.0  # largest colour cast (per channel) the judge corrects
 CAST_MAX_DIST = 90.0  # correct a cast only when the background is this close to a prototype
 FAR_FROM_MEDIAN = 60.0  # pixels this far from the median colour are not used for the background
@@ -64,7 +64,7 @@ class Judged:
 
     def centroid(self, kind: str) -> tuple[float, float] | None:
         """(cx, cy) of the largest component of `kind`, None if there is none."""
-        return next((c for b, c in zip(self.boxes, self.centroids) if b.kind == kind), None)
+        return next((c for b, c in zip(self.boxes, self.centroids, strict=True) if b.kind == kind), None)
 
 
 def to_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -126,8 +126,8 @@ def judge_scene(image: Image.Image | np.ndarray) -> Judged:
     mean = np.stack([np.bincount(lab, weights=wgt * arr[..., c].ravel(), minlength=n + 1)[1:]
                      for c in range(3)], axis=1) / np.maximum(sw, 1e-9)[:, None]
     hue = _hue(mean.astype(np.float64))
-    diff = np.abs(np.angle(np.exp(1j * (hue[:, None] - _KIND_HUES[None, :]))))
-    kind_idx = np.argmin(diff, axis=1)
+    hue_dist = np.abs(np.angle(np.exp(1j * (hue[:, None] - _KIND_HUES[None, :]))))  # circular distance
+    kind_idx = np.argmin(hue_dist, axis=1)
     min_area = max(2.0, MIN_AREA_32 * h * w / 1024.0)
     keep = area >= min_area
     slices = ndimage.find_objects(labels)

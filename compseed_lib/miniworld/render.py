@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .vocab import (BACKGROUNDS, KINDS, TEXTURES, check_background, check_kind, check_relation)
+from .vocab import BACKGROUNDS, KINDS, TEXTURES, check_background, check_kind, check_relation
 
 log = logging.getLogger(__name__)
 SUPERSAMPLE = 4
@@ -30,6 +30,7 @@ SPRITE_RANGE = (6.5, 9.0)  # sprite side in px at size 32; scales linearly with 
 SHAPE_SCALE = {"circle": 1.0, "diamond": 1.1, "star": 1.2, "triangle": 1.05, "annulus": 1.1,
                "square": 0.95, "plus": 1.1, "heart": 1.05}
 MAX_COUNT = 12
+TRIES = 200  # candidate positions per sprite before the layout is retried smaller
 
 
 @dataclass(frozen=True)
@@ -154,25 +155,28 @@ def _layout(kinds: list[str], size: int, rng: np.random.Generator) -> list[tuple
     """(x0, y0, side) per sprite, boxes at least `gap` px apart and `margin` px inside the image."""
     k = size / 32
     gap, margin = 2.0 * k, 1.0 * k
+    base = [rng.uniform(*SPRITE_RANGE) * k * SHAPE_SCALE[KINDS[n].shape] for n in kinds]
+    order = np.argsort([-b for b in base], kind="stable")  # big sprites first pack better
     scale = 1.0
-    for _attempt in range(40):
-        sides = [rng.uniform(*SPRITE_RANGE) * k * SHAPE_SCALE[KINDS[n].shape] * scale for n in kinds]
-        placed: list[tuple[float, float, float]] = []
-        for side in sides:
+    for _attempt in range(60):
+        placed: dict[int, tuple[float, float, float]] = {}
+        for i in order:
+            side = base[i] * scale
             hi = size - margin - side
             if hi <= margin:
                 break
-            xy = rng.uniform(margin, hi, size=(60, 2))
-            for x, y in xy:
-                if all(x + side + gap <= px or px + ps + gap <= x or y + side + gap <= py or py + ps + gap <= y
-                       for px, py, ps in placed):
-                    placed.append((float(x), float(y), float(side)))
-                    break
-            else:
+            xy = rng.uniform(margin, hi, size=(TRIES, 2))
+            ok = np.ones(TRIES, dtype=bool)
+            for px, py, ps in placed.values():
+                ok &= ((xy[:, 0] + side + gap <= px) | (px + ps + gap <= xy[:, 0])
+                       | (xy[:, 1] + side + gap <= py) | (py + ps + gap <= xy[:, 1]))
+            if not ok.any():
                 break
+            x, y = xy[np.argmax(ok)]
+            placed[int(i)] = (float(x), float(y), float(side))
         if len(placed) == len(kinds):
-            return placed
-        scale *= 0.95
+            return [placed[i] for i in range(len(kinds))]
+        scale *= 0.97
     raise RuntimeError(f"cannot place {len(kinds)} sprites without overlap in a {size}px image")
 
 
@@ -180,7 +184,7 @@ def _compose(kinds: list[str], layout: list[tuple[float, float, float]], backgro
              rng: np.random.Generator) -> Scene:
     img = _background(background, size, rng)
     boxes = []
-    for name, (x0, y0, side) in zip(kinds, layout):
+    for name, (x0, y0, side) in zip(kinds, layout, strict=True):
         kind = KINDS[name]
         cov, px0, py0 = _coverage(kind.shape, x0, y0, side, size)
         colour = np.asarray(kind.rgb, np.float32) * rng.uniform(0.92, 1.0)  # slight per-instance shade

@@ -15,8 +15,8 @@ Questions (fresh renders each, all 8 kinds and 6 backgrounds drawn uniformly):
   relation_negative  the opposite relation asked on the same image -> correct when False
   background         background phrase of a scene with 0..6 random objects
 Every corruption is applied to the same renders (paired): gaussian blur (sigma 0.5, 1.0 px at the
-render size), gaussian noise (std 8, 16 on the 0-255 scale), colour drift (one uniform shift per
-image and channel in +-20, +-40).
+render size; 1.5 as a stress level), gaussian noise (std 8, 16 on the 0-255 scale; 24 as stress),
+colour drift (one uniform shift per image and channel in +-20, +-40).
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def _blur(sigma: float) -> Corruption:
-    return lambda x, rng: ndimage.gaussian_filter(x.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="nearest")
+    return lambda x, rng: ndimage.gaussian_filter(x.astype(np.float32), sigma=(0, sigma, sigma, 0),
+                                                  mode="nearest")
 
 
 def _noise(std: float) -> Corruption:
@@ -52,8 +53,8 @@ def _drift(amp: float) -> Corruption:
 
 CORRUPTIONS: dict[str, Corruption] = {
     "clean": lambda x, rng: x.astype(np.float32),
-    "blur0.5": _blur(0.5), "blur1.0": _blur(1.0),
-    "noise8": _noise(8.0), "noise16": _noise(16.0),
+    "blur0.5": _blur(0.5), "blur1.0": _blur(1.0), "blur1.5": _blur(1.5),
+    "noise8": _noise(8.0), "noise16": _noise(16.0), "noise24": _noise(24.0),
     "drift20": _drift(20.0), "drift40": _drift(40.0),
 }
 
@@ -105,12 +106,13 @@ def _renders(question: str, n: int, size: int, seed: int) -> tuple[np.ndarray, l
 def _score(question: str, images: np.ndarray, truth: list[tuple]) -> dict[str, np.ndarray]:
     """Correctness per image for each reported question derived from this question type."""
     if question == "background":
-        return {"background": np.array([background_of(im) == t[0] for im, t in zip(images, truth)])}
-    judged = [judge_scene(im) for im in images]
+        return {"background": np.array([background_of(im) == t[0]
+                                         for im, t in zip(images, truth, strict=True)])}
+    pairs = list(zip((judge_scene(im) for im in images), truth, strict=True))
     if question == "count":
-        return {"count": np.array([j.counts[k] == c for j, (k, c) in zip(judged, truth)])}
-    pos = np.array([decide_relation(j, a, r, b) is True for j, (a, r, b) in zip(judged, truth)])
-    neg = np.array([decide_relation(j, a, OPPOSITE[r], b) is False for j, (a, r, b) in zip(judged, truth)])
+        return {"count": np.array([j.counts[k] == c for j, (k, c) in pairs])}
+    pos = np.array([decide_relation(j, a, r, b) is True for j, (a, r, b) in pairs])
+    neg = np.array([decide_relation(j, a, OPPOSITE[r], b) is False for j, (a, r, b) in pairs])
     return {"relation": pos, "relation_negative": neg}
 
 

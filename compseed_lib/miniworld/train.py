@@ -121,16 +121,22 @@ def _latest_checkpoint(ck_dir: Path) -> Path | None:
 
 # ---------------------------------------------------------------------------- stage 2: VAE
 def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: torch.device):
-    """Train (or load) the AutoencoderKL; L1 + MSE reconstruction plus a small KL term."""
+    """Train the AutoencoderKL (L1 + MSE + small KL) up to `vae_steps`, resuming from work_dir/vae."""
     from diffusers import AutoencoderKL
 
     folder = Path(cfg.work_dir) / "vae"
-    if (folder / "config.json").is_file():
+    state_path = folder / "train_state.json"
+    done = json.loads(state_path.read_text())["step"] if state_path.is_file() else 0
+    if (folder / "config.json").is_file() and not state_path.is_file():
+        done = cfg.vae_steps  # a VAE saved without a training state is taken as finished
+    if (folder / "config.json").is_file() and done >= cfg.vae_steps:
         return AutoencoderKL.from_pretrained(folder).to(dev)
     torch.manual_seed(cfg.seed)
-    vae = build_vae(spec).to(dev)
+    vae = (AutoencoderKL.from_pretrained(folder) if done else build_vae(spec)).to(dev)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
-    bar = tqdm(range(cfg.vae_steps), desc="vae")
+    if (folder / "optimizer.safetensors").is_file():
+        load_optimizer(opt, folder / "optimizer.safetensors")
+    bar = tqdm(range(done, cfg.vae_steps), initial=done, total=cfg.vae_steps, desc="vae")
     for step in bar:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(len(images), (cfg.vae_batch,), generator=g).numpy()
@@ -143,7 +149,10 @@ def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: to
         opt.step()
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    vae.save_pretrained(folder)
+        if (step + 1) % (cfg.checkpoint_every * 4) == 0 or step + 1 == cfg.vae_steps:
+            vae.save_pretrained(folder)  # weights first, then the state that says how far they got
+            save_optimizer(opt, folder / "optimizer.safetensors")
+            atomic_write_text(state_path, json.dumps({"step": step + 1, "loss": loss.item()}))
     return vae
 
 
@@ -153,14 +162,18 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
     """Posterior means of every scene, cached as safetensors; sets vae.config.scaling_factor."""
     from safetensors.torch import load_file, save_file
 
+    from safetensors import safe_open
+
     path = Path(cfg.work_dir) / "latents.safetensors"
-    if path.is_file():
+    state = Path(cfg.work_dir) / "vae" / "train_state.json"
+    vae_step = str(json.loads(state.read_text())["step"]) if state.is_file() else "final"
+    if path.is_file() and (safe_open(str(path), "pt").metadata() or {}).get("vae_step") == vae_step:
         z = load_file(str(path))["latents"].float()
-    else:
+    else:  # no cache, or one encoded by an earlier state of the VAE
         parts = [vae.encode(_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean.cpu()
                  for i in tqdm(range(0, len(images), 256), desc="encode")]
         z = torch.cat(parts)
-        save_file({"latents": z.half().contiguous()}, str(path))
+        save_file({"latents": z.half().contiguous()}, str(path), metadata={"vae_step": vae_step})
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return z
 

@@ -124,5 +124,5 @@ def check_vocab_matches(prompt_dir: str | Path) -> None:
                     if name not in KINDS:
                         problems.append(f"{path.name}: object {name!r} in {line!r}")
     if problems:
-        raise ValueError(f"prompt files in {root} use names unknown to the mini world "
-                         f"(kinds {sorted(KINDS)}, backgrounds {sorted(BACKGROUNDS)}): " + "; ".join(problems))
+        raise ValueError(f"prompt files in {root} use names unknown to the mini world (kinds "
+                         f"{sorted(KINDS)}, backgrounds {sorted(BACKGROUNDS)}): " + "; ".join(problems))
