@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Stage notebooks in order; each reads only what earlier ones wrote to the run directory.
-CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds"]
+CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "04_seed_reliability"]
 
 
 class ChainError(RuntimeError):

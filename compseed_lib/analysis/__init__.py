@@ -1,0 +1,1 @@
+"""Figures and interactive views over runs: image grids, layouts, seed-accuracy plots."""

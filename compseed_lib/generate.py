@@ -1,0 +1,228 @@
+"""Batched, resumable generation: one PNG and one ledger row per (prompt, seed) job.
+
+Inputs: a `Run`, a stage name, a pipeline and its info dict from `pipelines.load_pipeline`, jobs from
+`make_jobs(prompts, seeds)`, and a `GenerateConfig` (steps, guidance, size, batch size).
+Outputs: `images/<stage>/<prompt_id>_s<seed:06d>.png` and a row per image in the run's ledger
+(settings, relative path, sha256); `generate` returns the stage's rows as a DataFrame.
+
+What a seed means (DESIGN §5b): each seed's initial noise is drawn alone on its own generator, so the
+image of (prompt, seed) does not depend on batch size, batch order or which process made it; the same
+generator (advanced past the initial noise) is handed to the pipeline, so stochastic samplers draw
+their step noise per seed too. Batches may mix prompts.
+
+Resume: a job is skipped when its row and file exist and the file's sha256 matches the row; a file
+that does not match (or has no row) is regenerated. PNGs are written atomically, rows after them,
+so a run killed at any point and started again ends with every image exactly once. A stage keeps one
+set of settings: asking for other steps/guidance/size/... in an existing stage is refused.
+
+Usage:
+    pipe, info = pipelines.load_pipeline(cfg.model)
+    jobs = make_jobs(prompts.for_config(cfg.prompts), cfg.generate.seeds)
+    df = generate(run, "base", pipe, info, jobs, cfg.generate)
+    # many GPUs: `accelerate launch script.py`, calling generate_distributed(...) with the same arguments
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import pipelines
+from .config import GenerateConfig
+from .prompts import Prompt
+from .store import Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
+SETTINGS = ("model", "sampler", "steps", "guidance", "height", "width", "generator_device", "dtype")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to make: a prompt under a seed."""
+
+    prompt: Prompt
+    seed: int
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """Seeds must be distinct integers in [0, 2**63)."""
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"bad seeds {bad[:5]}: seeds are integers in [0, 2**63)")
+    dup = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if dup:
+        raise ValueError(f"duplicate seeds {dup[:5]}: each seed may appear once")
+    return list(seeds)
+
+
+def make_jobs(prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Job]:
+    """Every (prompt, seed) pair, prompt-major (all seeds of the first prompt first)."""
+    seeds = check_seeds(seeds)
+    ids = [p.id for p in prompts]
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if dup:
+        raise ValueError(f"duplicate prompt ids {dup[:5]}: each prompt may appear once")
+    return [Job(p, s) for p in prompts for s in seeds]
+
+
+def _seeded(seed: int, shape: tuple[int, ...], generator_device: str | torch.device):
+    """(noise of one seed in float32, its generator advanced past that draw)."""
+    gen = torch.Generator(generator_device).manual_seed(seed)
+    return torch.randn(shape, generator=gen, device=generator_device, dtype=torch.float32), gen
+
+
+def seed_noise(seeds: Sequence[int], shape: tuple[int, ...], generator_device: str | torch.device = "cpu",
+               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Initial noise (B, C, h, w): each seed drawn alone in float32 on its own generator, then moved."""
+    return torch.stack([_seeded(s, tuple(shape), generator_device)[0] for s in seeds]).to(device, dtype)
+
+
+# ------------------------------------------------------------------ checks
+def stage_settings(info: dict, cfg: GenerateConfig) -> dict:
+    """The settings every row of a stage shares (the ledger's columns)."""
+    return dict(model=info["model"], sampler=info["sampler"], steps=int(cfg.steps),
+                guidance=float(cfg.guidance), height=int(cfg.height), width=int(cfg.width),
+                generator_device=info["generator_device"], dtype=info["dtype"])
+
+
+def check_stage_settings(run: Run, stage: str, existing: pd.DataFrame, settings: dict) -> None:
+    """Refuse to add images made with other settings to a stage that already has rows."""
+    old, new = [], []
+    for key in SETTINGS:
+        for value in existing[key].dropna().unique() if len(existing) else []:
+            same = math.isclose(float(value), settings[key]) if key == "guidance" else \
+                str(value) == str(settings[key])
+            if not same:
+                old.append(f"{key}={value}")
+                new.append(f"{key}={settings[key]}")
+                break
+    if old:
+        raise ValueError(f"stage {stage!r} in {run.root} was generated with {', '.join(old)}; you asked for "
+                         f"{', '.join(new)}: use a new stage name")
+
+
+def _check_inputs(stage: str, jobs: Sequence[Job], cfg: GenerateConfig, shard) -> tuple[int, int]:
+    check_safe_name(stage, "stage")
+    for key in ("steps", "batch_size", "height", "width"):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"generate.{key} must be a positive integer, got {value!r}")
+    keys = [(j.prompt.id, j.seed) for j in jobs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate (prompt, seed) jobs: build them with make_jobs")
+    check_seeds(list(dict.fromkeys(j.seed for j in jobs)))
+    k, n = shard if shard is not None else (0, 1)
+    if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
+        raise ValueError(f"bad shard {shard!r}: expected (index, count) with 0 <= index < count")
+    return k, n
+
+
+def _remove_stale_temps(stage_dir: Path, names: set[str]) -> None:
+    """Delete temp files a killed run left for this shard's images (other shards' are left alone)."""
+    if not stage_dir.is_dir():
+        return
+    for f in stage_dir.iterdir():
+        if f.name.startswith(".") and f.name.endswith(".tmp") and ".png." in f.name:
+            if f.name[1:f.name.rfind(".png.") + 4] in names:
+                log.info("removing %s left by an interrupted run", f.name)
+                f.unlink(missing_ok=True)
+
+
+def _pending(run: Run, stage: str, jobs: Sequence[Job], existing: pd.DataFrame) -> list[Job]:
+    """Jobs whose row or file is missing, or whose file's sha256 does not match its row."""
+    done = {(r.prompt_id, int(r.seed)): r.sha256 for r in existing.itertuples()}
+    todo = []
+    for job in jobs:
+        sha = done.get((job.prompt.id, job.seed))
+        path = run.image_path(stage, job.prompt.id, job.seed)
+        if sha is None:
+            todo.append(job)  # never made, or killed between the PNG and its row
+        elif not path.is_file():
+            log.warning("%s: ledger row but no file; regenerating", path)
+            todo.append(job)
+        elif sha256_file(path) != sha:  # a matching hash means the bytes we wrote, so it opens
+            log.warning("%s: file does not match its ledger sha256 (changed or corrupt); regenerating", path)
+            todo.append(job)
+    return todo
+
+
+# ------------------------------------------------------------------ generation
+def _run_batch(run: Run, stage: str, pipe, batch: Sequence[Job], cfg: GenerateConfig, settings: dict,
+               shape: tuple[int, int, int], info: dict, extra: dict) -> list[dict]:
+    """One pipeline call for a batch; PNGs written atomically; returns their ledger rows."""
+    device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
+    gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
+    drawn = [_seeded(j.seed, shape, gen_device) for j in batch]
+    latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (B, C, h, w)
+    with torch.inference_mode():
+        images = pipe(prompt=[j.prompt.text for j in batch], latents=latents,
+                      generator=[gen for _, gen in drawn], num_inference_steps=cfg.steps,
+                      guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width, output_type="pil",
+                      **extra).images
+    rows = []
+    for job, image in zip(batch, images, strict=True):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data = buf.getvalue()
+        path = run.image_path(stage, job.prompt.id, job.seed)
+        atomic_write_bytes(path, data)
+        p = job.prompt
+        rows.append(dict(stage=stage, prompt_id=p.id, seed=job.seed, prompt=p.text, kind=p.kind,
+                         category=p.category, target=p.target, **settings,
+                         path=path.relative_to(run.root).as_posix(), sha256=sha256_bytes(data)))
+    return rows
+
+
+def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: GenerateConfig,
+             progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Make every job's image not already made (this shard's share); return the stage's image rows."""
+    # 1. Check inputs before any pipeline work
+    k, n = _check_inputs(stage, jobs, cfg, shard)
+    shape = pipelines.latent_shape(pipe, cfg.height, cfg.width)
+    settings = stage_settings(info, cfg)
+    existing = run.ledger.images(stage)
+    check_stage_settings(run, stage, existing, settings)
+    # 2. This shard's jobs (index % n == k); clear what a killed run left, skip what is done
+    mine = list(jobs)[k::n]
+    _remove_stale_temps(run.root / "images" / stage, {image_filename(j.prompt.id, j.seed) for j in mine})
+    todo = _pending(run, stage, mine, existing)
+    # 3. Generate batch by batch; rows go in after their PNGs
+    extra = pipelines.call_kwargs(pipe)
+    start = time.perf_counter()
+    with tqdm(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar:
+        for i in range(0, len(todo), cfg.batch_size):
+            batch = todo[i:i + cfg.batch_size]
+            run.ledger.add_images(_run_batch(run, stage, pipe, batch, cfg, settings, shape, info, extra))
+            bar.update(len(batch))
+    # 4. Summary
+    seconds = time.perf_counter() - start
+    log.info("stage %s%s: generated %d, skipped %d, %.1f s, %.2f images/s", stage,
+             f" shard {k}/{n}" if n > 1 else "", len(todo), len(mine) - len(todo), seconds,
+             len(todo) / seconds if todo and seconds > 0 else 0.0)
+    return run.ledger.images(stage)
+
+
+def generate_distributed(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: GenerateConfig,
+                         progress: bool = True) -> pd.DataFrame:
+    """`generate` under `accelerate launch`: each process takes its shard on its own device."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    on_accelerator = torch.device(info["device"]).type == state.device.type != "cpu"
+    if on_accelerator and str(state.device) != info["device"]:  # one GPU per process
+        pipe.to(state.device)
+        info = {**info, "device": str(state.device)}
+    generate(run, stage, pipe, info, jobs, cfg, progress=progress and state.is_local_main_process,
+             shard=(state.process_index, state.num_processes))
+    state.wait_for_everyone()
+    return run.ledger.images(stage)

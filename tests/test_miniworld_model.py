@@ -1,0 +1,85 @@
+"""The mini-world generator: SD-in-miniature components, the tiny training run, resume, loading."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compseed_lib import prompts as P
+from compseed_lib.config import ConfigError, load_dataclass
+from compseed_lib.miniworld import data
+from compseed_lib.miniworld.model import MiniModelSpec, build_tokenizer, build_unet
+from compseed_lib.miniworld.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tokenizer_knows_every_prompt_word():
+    tok = build_tokenizer(MiniModelSpec.tiny())
+    texts = [p.text for s in P.SPLITS for p in P.load("miniworld", s)] + [data.scene(i)[0] for i in range(50)]
+    for text in texts:
+        ids = tok(text).input_ids
+        assert tok.unk_token_id not in ids, text
+        assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+        assert len(ids) <= tok.model_max_length, text
+
+
+def test_unet_has_the_papers_attention_blocks():
+    unet = build_unet(MiniModelSpec.tiny())
+    names = {n for n, _ in unet.named_modules()}
+    for block in ("down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.1", "up_blocks.2"):
+        assert any(n.startswith(block) and n.endswith("attn2.to_q") for n in names), block
+        assert any(n.startswith(block) and n.endswith("attn1.to_k") for n in names), block
+
+
+def test_scenes_are_deterministic_and_captioned():
+    (c1, a), (c2, b) = data.scene(123), data.scene(123)
+    assert c1 == c2 and np.array_equal(a, b) and a.shape == (32, 32, 3)
+    captions = [data.scene(i)[0] for i in range(200)]
+    assert any(" on the left of " in c for c in captions) and any(c.startswith("three ") for c in captions)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("mw")
+    cfg = load_dataclass(TrainConfig, REPO / "configs/train/miniworld_tiny.yaml",
+                         [f"out_dir={root / 'model'}", f"work_dir={root / 'work'}"])
+    return cfg, train(cfg)
+
+
+def test_tiny_training_exports_a_loadable_sd_pipeline(tiny_model):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    cfg, out = tiny_model
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["steps"] == cfg.steps and record["images_seen"] == cfg.steps * cfg.batch
+    assert len(record["loss_history"]) >= 2 and all(np.isfinite(h[1]) for h in record["loss_history"])
+    assert not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))  # no pickles shipped
+    pipe = DiffusionPipeline.from_pretrained(out)
+    assert isinstance(pipe, StableDiffusionPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    g = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    images = pipe(["two balls, on the sand", "a star under a box"], num_inference_steps=2, height=32,
+                  width=32, generator=g, output_type="np").images
+    assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+
+
+def test_training_resumes_from_its_checkpoint(tiny_model, caplog):
+    cfg, _ = tiny_model
+    ckpts = sorted((Path(cfg.work_dir) / "checkpoints").glob("step_*"))
+    assert [c.name for c in ckpts] == ["step_0000003", "step_0000006"]  # keep_checkpoints=2
+    cfg.steps += 2
+    with caplog.at_level("INFO"):
+        train(cfg)
+    assert "resumed from" in caplog.text and "step_0000006" in caplog.text
+    record = json.loads((Path(cfg.out_dir) / "training_record.json").read_text())
+    assert record["loss_history"][-1][0] == 8
+
+
+def test_bad_training_config_names_the_key(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text("stpes: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'stpes'"):
+        load_dataclass(TrainConfig, bad)
