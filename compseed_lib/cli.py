@@ -14,9 +14,7 @@ import sys
 
 
 def _run(args) -> int:
-    from .chain import run_chain
-
-    from .chain import ChainError
+    from .chain import ChainError, run_chain
 
     only = args.only.split(",") if args.only else None
     try:

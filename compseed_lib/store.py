@@ -181,7 +181,7 @@ class Run:
         self.ledger = Ledger(self.root / "ledger.sqlite")
 
     @classmethod
-    def create(cls, cfg) -> "Run":
+    def create(cls, cfg) -> Run:
         """Create (or reopen) `cfg.run_dir` and write the resolved config with library versions."""
         check_safe_name(cfg.name, "run name")
         run = cls(cfg.run_dir)
@@ -191,7 +191,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, root: str | Path) -> "Run":
+    def open(cls, root: str | Path) -> Run:
         """Open an existing run directory (it must hold config.yaml)."""
         root = Path(root)
         if not (root / "config.yaml").is_file():

@@ -54,7 +54,8 @@ def plot_seed_accuracy(acc_df: pd.DataFrame, category: str | None = None, ax=Non
         _, ax = plt.subplots(figsize=(min(max(6.0, 0.14 * len(sub) + 1.5), 18.0), 3.6))
     x = np.arange(len(sub))
     acc = sub["accuracy"].to_numpy()
-    yerr = np.clip(np.vstack([acc - sub["lo"].to_numpy(), sub["hi"].to_numpy() - acc]), 0, None)  # float noise at 0 or 1
+    # clip: float noise can put a Wilson bound a hair past the estimate at 0 or 1
+    yerr = np.clip(np.vstack([acc - sub["lo"].to_numpy(), sub["hi"].to_numpy() - acc]), 0, None)
     ax.errorbar(x, acc, yerr=yerr, fmt="o", ms=3, lw=0.8, capsize=1.5, color="tab:blue")
     mean = float(np.mean(acc))
     ax.axhline(mean, ls="--", color="tab:gray", lw=1, label=f"mean over seeds {mean:.2f}")

@@ -29,8 +29,16 @@ from tqdm.auto import tqdm
 from ..config import load_dataclass
 from ..store import atomic_write_text
 from . import data
-from .model import (MiniModelSpec, assemble_pipeline, build_schedulers, build_text_encoder, build_tokenizer,
-                    build_unet, build_vae, count_parameters)
+from .model import (
+    MiniModelSpec,
+    assemble_pipeline,
+    build_schedulers,
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    build_vae,
+    count_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +168,8 @@ def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: to
 @torch.no_grad()
 def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device) -> torch.Tensor:
     """Posterior means of every scene, cached as safetensors; sets vae.config.scaling_factor."""
-    from safetensors.torch import load_file, save_file
-
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     path = Path(cfg.work_dir) / "latents.safetensors"
     state = Path(cfg.work_dir) / "vae" / "train_state.json"
