@@ -141,6 +141,8 @@ def build_tiny_pixart():
 
 
 PIPELINES: dict[str, Callable] = {"tiny-sd": build_tiny_sd, "tiny-pixart": build_tiny_pixart}
+# Trained pipelines shipped inside the repository (weights as safetensors, see their README.md).
+SHIPPED: dict[str, Path] = {"miniworld": Path(__file__).resolve().parent.parent / "models" / "miniworld"}
 
 
 # ------------------------------------------------------------------ cache
@@ -267,7 +269,12 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
         raise ModelLoadError(f"generator_device 'cuda' needs the pipeline on cuda, not {device}")
     # 2. Resolve the source: registered name, local folder, or hub id
     source = cfg.pipeline
-    if source in PIPELINES:
+    if source in SHIPPED and not (SHIPPED[source] / "model_index.json").is_file():
+        raise ModelLoadError(f"shipped pipeline {source!r} is missing at {SHIPPED[source]}: restore it from git "
+                             f"or train it with `compseed train-miniworld configs/train/miniworld.yaml`")
+    if source in SHIPPED:
+        pipe = _from_pretrained(str(SHIPPED[source]), None, dtype)
+    elif source in PIPELINES:
         folder = registered_folder(source)
         try:
             pipe = _from_pretrained(str(folder), None, dtype)
@@ -285,7 +292,7 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
         except Exception as e:
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ModelLoadError(
-                f"model {source!r} is not a registered name ({', '.join(PIPELINES)}), not a local folder "
+                f"model {source!r} is not a registered name ({', '.join([*SHIPPED, *PIPELINES])}), not a local folder "
                 f"with model_index.json, and could not be loaded from the hub: {reason}") from e
     # 3. Device, memory layout, progress bars
     pipe = pipe.to(device)

@@ -116,27 +116,21 @@ class Ledger:
         finally:
             con.close()
 
-    def add_images(self, rows: list[dict]) -> None:
-        """Insert or replace image rows (a regenerated image replaces its row)."""
+    def _insert(self, table: str, cols: list[str], rows: list[dict], on_conflict: str) -> None:
         if not rows:
             return
-        cols = IMAGE_COLUMNS
         with self.connect() as con:
-            con.executemany(f"INSERT OR REPLACE INTO images ({','.join(cols)}) VALUES "
+            con.executemany(f"INSERT OR {on_conflict} INTO {table} ({','.join(cols)}) VALUES "
                             f"({','.join('?' * len(cols))})",
-                            [[r.get(c, time.time() if c == "created" else None) for c in cols]
-                             for r in rows])
+                            [[r.get(c, time.time() if c == "created" else None) for c in cols] for r in rows])
+
+    def add_images(self, rows: list[dict]) -> None:
+        """Insert or replace image rows (a regenerated image replaces its row)."""
+        self._insert("images", IMAGE_COLUMNS, rows, "REPLACE")
 
     def add_judgements(self, rows: list[dict]) -> None:
         """Insert judgement rows; an existing (image, judge, question) row is kept as it is."""
-        if not rows:
-            return
-        cols = JUDGEMENT_COLUMNS
-        with self.connect() as con:
-            con.executemany(f"INSERT OR IGNORE INTO judgements ({','.join(cols)}) VALUES "
-                            f"({','.join('?' * len(cols))})",
-                            [[r.get(c, time.time() if c == "created" else None) for c in cols]
-                             for r in rows])
+        self._insert("judgements", JUDGEMENT_COLUMNS, rows, "IGNORE")
 
     def cached_answer(self, image_sha256: str, judge_model: str, question: str) -> str | None:
         """Raw answer already given for this image hash, judge and question, if any."""

@@ -83,3 +83,17 @@ def test_bad_training_config_names_the_key(tmp_path):
     bad.write_text("stpes: 3\n")
     with pytest.raises(ConfigError, match="unknown config key 'stpes'"):
         load_dataclass(TrainConfig, bad)
+
+
+def test_export_of_a_checkpoint_matches_the_trained_export(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from compseed_lib.miniworld.train import export_checkpoint
+
+    cfg, out = tiny_model
+    cfg2 = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "exported")})
+    exported = export_checkpoint(cfg2)
+    for part in ("unet", "text_encoder"):
+        a = load_file(str(next((Path(cfg.out_dir) / part).glob("*.safetensors"))))
+        b = load_file(str(next((exported / part).glob("*.safetensors"))))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part

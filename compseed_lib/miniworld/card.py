@@ -4,7 +4,7 @@ Inputs: `<model>/training_record.json` (train.py) and an evaluation folder (eval
 Outputs: `<model>/README.md` and `<model>/loss_curve.png`.
 
 Usage:
-    python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval
+    python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval [notes.md]
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_card(model_dir: str | Path, eval_dir: str | Path | None = None) -> Path:
+def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes: str = "") -> Path:
     """Write README.md (architecture, data, training, evaluation) into the model folder."""
     model_dir = Path(model_dir)
     rec = json.loads((model_dir / "training_record.json").read_text())
@@ -71,23 +71,29 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None) -> Pat
         f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images",
         f"- UNet + text encoder: {rec['steps']:,} steps × {cfg['batch']} = {rec['images_seen']:,} images seen, "
         f"AdamW lr {cfg['lr']}, EMA {cfg['ema_decay']}, caption dropout {cfg['cond_drop']}",
-        f"- hardware: {rec['device']}, {rec['threads']} torch thread(s), torch {rec['torch']}; "
-        f"wall time {rec.get('wall_hours', rec['wall_seconds_this_session'] / 3600):.2f} h",
+        f"- hardware: {rec['device']}, {rec['threads']} torch thread(s), torch {rec['torch']}; UNet + text "
+        f"encoder training wall time {rec['loss_history'][-1][2] / 3600:.2f} h (from the loss record)",
         "", "![loss](loss_curve.png)", ""]
     if eval_dir and Path(eval_dir).is_dir():
         ev = Path(eval_dir)
         s = pd.read_csv(ev / "summary.csv").iloc[0]
         text += ["## Evaluation (exact mini-world judge, held-out seeds)", "",
-                 f"{int(s['seeds'])} seeds × every mini-world counting (2–6) and spatial prompt, "
-                 f"{int(s['steps'])} DDIM steps, guidance {s['guidance']}.", "",
+                 f"{int(s['seeds'])} held-out seeds × 40 counting prompts (8 objects × counts 2–6, both "
+                 f"splits) and 40 spatial prompts (10 object pairs × 4 relations), {int(s['steps'])} DDIM steps, "
+                 f"guidance {s['guidance']}. Command: `python -m compseed_lib.miniworld.evaluate_model "
+                 f"models/miniworld --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
+                 f"--out reports/miniworld_eval`.", "",
                  _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "steps", "guidance"])), "",
                  "Per count:", "", _md(pd.read_csv(ev / "counting.csv")), "",
                  "Judged count (columns) per asked count (rows):", "", _md(pd.read_csv(ev / "histogram.csv")), "",
                  "Per relation:", "", _md(pd.read_csv(ev / "spatial.csv")), ""]
+    if notes:
+        text += ["## Notes", "", notes, ""]
     out = model_dir / "README.md"
     out.write_text("\n".join(text))
     return out
 
 
 if __name__ == "__main__":
-    print(write_card(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
+    notes = Path(sys.argv[3]).read_text() if len(sys.argv) > 3 else ""
+    print(write_card(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None, notes))

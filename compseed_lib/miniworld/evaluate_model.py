@@ -1,7 +1,8 @@
 """How well the mini-world generator follows prompts, judged exactly (the model card's table).
 
 Inputs: a pipeline folder (models/miniworld), seeds, sampler settings.
-Outputs: a dict of DataFrames —
+Outputs: a dict of DataFrames over `eval_prompts()` (8 objects x counts 2-6, 10 object pairs x 4
+relations) under held-out seeds —
   counting   per asked count: kind present, background right, count exact (counts 2..6)
   histogram  judged count per asked count
   spatial    per relation: both objects present, background-free relation accuracy given both present
@@ -47,12 +48,26 @@ def sample(pipe, texts: list[str], seeds: list[int], steps: int, guidance: float
     return out
 
 
+def eval_prompts(counts: tuple[int, ...] = (2, 3, 4, 5, 6), pairs_per_split: int = 5):
+    """Every object (both splits) at every count, backgrounds cycled; and the first `pairs_per_split`
+    object pairs of each split under all four relations (so every 'A left B' has its 'A right B')."""
+    count_ps, spatial_ps = [], []
+    for split in P.SPLITS:
+        ps = P.numerical_prompts("miniworld", split, counts)
+        bgs = list(dict.fromkeys(p.background for p in ps))
+        objs = list(dict.fromkeys(p.obj.name for p in ps))
+        count_ps += [p for p in ps if p.background == bgs[(objs.index(p.obj.name) + p.count) % len(bgs)]]
+        sp = P.spatial_prompts("miniworld", split)
+        pairs = list(dict.fromkeys((p.obj.name, p.obj_b.name) for p in sp))[:pairs_per_split]
+        spatial_ps += [p for p in sp if (p.obj.name, p.obj_b.name) in pairs]
+    return count_ps, spatial_ps
+
+
 def evaluate(pipe, n_seeds: int = 64, steps: int = 20, guidance: float = 4.0, size: int = 32,
              counts: tuple[int, ...] = (2, 3, 4, 5, 6), batch: int = 64) -> dict[str, pd.DataFrame]:
-    """Generate every mini-world counting and spatial prompt (both splits) under held-out seeds."""
+    """Generate the evaluation prompts (`eval_prompts`) under held-out seeds and judge them exactly."""
     seeds = list(range(EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + n_seeds))
-    count_ps = [p for s in P.SPLITS for p in P.numerical_prompts("miniworld", s, counts)]
-    spatial_ps = [p for s in P.SPLITS for p in P.spatial_prompts("miniworld", s)]
+    count_ps, spatial_ps = eval_prompts(counts)
     rows = []
     jobs = [(p, s) for p in count_ps + spatial_ps for s in seeds]
     images = sample(pipe, [p.text for p, _ in jobs], [s for _, s in jobs], steps, guidance, size, batch)
@@ -72,7 +87,7 @@ def evaluate(pipe, n_seeds: int = 64, steps: int = 20, guidance: float = 4.0, si
             row.update(obj_b=p.obj_b.name, relation=p.relation, both_present=both, correct=holds)
         rows.append(row)
     df = pd.DataFrame(rows)
-    cnt, spa = df[df.kind == "count"], df[df.kind == "spatial"]
+    cnt, spa = df[df.kind == "count"].astype({"asked": int, "judged": int}), df[df.kind == "spatial"]
     counting = cnt.groupby("asked").agg(images=("correct", "size"), kind_present=("present", "mean"),
                                         background_ok=("background_ok", "mean"),
                                         count_exact=("correct", "mean")).reset_index()

@@ -296,6 +296,29 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, tokenizer, text_encoder, vae, 
     return out
 
 
+def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Path:
+    """Export the EMA weights of a checkpoint (default: the latest) without training further."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    spec, work = _spec(cfg), Path(cfg.work_dir)
+    ck = Path(checkpoint) if checkpoint else _latest_checkpoint(work / "checkpoints")
+    if ck is None or not (ck / "state.json").is_file():
+        raise FileNotFoundError(f"no checkpoint to export in {work / 'checkpoints'}")
+    tokenizer = build_tokenizer(spec)
+    text_encoder, unet = build_text_encoder(spec, tokenizer), build_unet(spec)
+    for module, name in ((unet, "ema_unet"), (text_encoder, "ema_text_encoder")):
+        shadow = load_file(str(ck / f"{name}.safetensors"))
+        for i, p in enumerate(module.parameters()):
+            p.data.copy_(shadow[str(i)])
+    vae = AutoencoderKL.from_pretrained(work / "vae")
+    z = load_file(str(work / "latents.safetensors"))["latents"].float()
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    state = json.loads((ck / "state.json").read_text())
+    cfg = TrainConfig(**{**asdict(cfg), "steps": state["step"]})
+    return export(cfg, spec, tokenizer, text_encoder, vae, unet, state["history"], 0.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: compseed train-miniworld CONFIG [--set key=value ...]."""
     import argparse
@@ -304,10 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="a YAML file of TrainConfig fields (configs/train/miniworld.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the EMA weights of the latest checkpoint to out_dir and stop")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_dataclass(TrainConfig, args.config, args.set)
-    out = train(cfg)
+    out = export_checkpoint(cfg) if args.export_only else train(cfg)
     print(f"model written to {out}")
     return 0
 
