@@ -323,3 +323,14 @@ def summarize_reliability(split_half: pd.DataFrame | dict[str, pd.DataFrame],
                      + ("they beat random seeds" if ok else "no better than random seeds"))
         out[r.category] = text
     return out
+
+
+def pooled_levels(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """The same judgements labelled three ways: 'all' pooled, per kind (count/spatial), per category.
+
+    Few prompts per category make per-category statistics noisy; the pooled levels say whether the
+    seed effect exists at all before it is split up."""
+    out = [df.assign(category="all")]
+    if "kind" in df.columns:
+        out.append(df.assign(category=df["kind"].astype(str)))
+    return out + [df]
