@@ -216,3 +216,16 @@ def test_plots_return_figures(planted):
         seed_plots.plot_seed_accuracy(acc, "nope")
     for f in figs + [fig]:
         plt.close(f)
+
+
+def test_pooled_levels_relabel_without_losing_rows():
+    import pandas as pd
+
+    from compseed_lib.mining import pooled_levels
+
+    df = pd.DataFrame({"seed": [0, 0, 1], "prompt_id": ["a", "b", "c"], "kind": ["count", "spatial", "count"],
+                       "category": ["count=2", "left", "count=3"], "correct": [True, False, True]})
+    levels = pooled_levels(df)
+    assert [sorted(set(d["category"])) for d in levels] == [["all"], ["count", "spatial"],
+                                                            ["count=2", "count=3", "left"]]
+    assert all(len(d) == len(df) for d in levels)
