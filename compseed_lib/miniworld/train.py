@@ -63,6 +63,8 @@ class TrainConfig:
     warmup: int = 500
     ema_decay: float = 0.999
     cond_drop: float = 0.1  # captions replaced by "" so classifier-free guidance works
+    init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
+    #                               kept as is, its UNet and text encoder start the UNet stage
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 50
@@ -164,6 +166,15 @@ def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: to
     return vae
 
 
+def _adopt_vae(cfg: TrainConfig) -> None:
+    """Copy the VAE of `init_from` into work_dir/vae, marked as trained to `vae_steps`."""
+    src = Path(cfg.init_from) / "vae"
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"init_from {cfg.init_from!r} has no vae/ folder with config.json")
+    shutil.copytree(src, Path(cfg.work_dir) / "vae")
+    atomic_write_text(Path(cfg.work_dir) / "vae" / "train_state.json", json.dumps({"step": cfg.vae_steps}))
+
+
 # ---------------------------------------------------------------------------- stage 3: latents
 @torch.no_grad()
 def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device) -> torch.Tensor:
@@ -197,6 +208,8 @@ def train(cfg: TrainConfig) -> Path:
     data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size)
     images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
     # 2.-3. autoencoder and latents
+    if cfg.init_from and not (work / "vae" / "config.json").is_file():
+        _adopt_vae(cfg)
     vae = train_vae(cfg, spec, images, dev)
     latents = encode_latents(cfg, vae, images, dev) * vae.config.scaling_factor
     # 4. UNet and text encoder
@@ -206,6 +219,11 @@ def train(cfg: TrainConfig) -> Path:
     empty_ids = token_ids[-1]
     torch.manual_seed(cfg.seed)
     text_encoder, unet = build_text_encoder(spec, tokenizer).to(dev), build_unet(spec).to(dev)
+    if cfg.init_from:  # warm start; a checkpoint of this run, if any, still wins below
+        from safetensors.torch import load_file
+
+        for module, part in ((unet, "unet"), (text_encoder, "text_encoder")):
+            module.load_state_dict(load_file(str(next((Path(cfg.init_from) / part).glob("*.safetensors")))))
     noise_sched, _ = build_schedulers(spec)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
