@@ -81,7 +81,9 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
         log.info("running %s", name)
         out = report_dir / f"{name}.ipynb"
         try:
-            pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(out), parameters=params,
+            # a relative input path keeps this machine's folders out of the executed notebook
+            source = os.path.relpath(NOTEBOOK_DIR / f"{name}.ipynb")
+            pm.execute_notebook(source, str(out), parameters=params,
                                 kernel_name="python3", cwd=os.getcwd(), progress_bar=False,
                                 log_output=stream)
         except pm.PapermillExecutionError as e:
