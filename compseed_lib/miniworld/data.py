@@ -13,6 +13,7 @@ Usage:
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -70,8 +71,6 @@ def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool
         if img_path.is_file() and cap_path.is_file() and len(json.loads(cap_path.read_text())) == hi - lo:
             continue
         caps, imgs = zip(*(scene(i, size) for i in range(lo, hi)))
-        import io
-
         buf = io.BytesIO()
         np.save(buf, np.stack(imgs), allow_pickle=False)
         atomic_write_bytes(img_path, buf.getvalue())

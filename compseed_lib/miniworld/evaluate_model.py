@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .. import prompts as P
 from ..generate import seed_noise
 from ..pipelines import latent_shape
-from .judge import judge_scene, relation_holds
+from .judge import decide_relation, judge_scene
 
 log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10_000  # held-out seeds: training never used these noises for evaluation
@@ -83,7 +83,7 @@ def evaluate(pipe, n_seeds: int = 64, steps: int = 20, guidance: float = 4.0, si
             row["correct"] = row["judged"] == p.count
         else:
             both = row["present"] and j.counts.get(p.obj_b.name, 0) > 0
-            holds = relation_holds(img, p.obj.name, p.relation, p.obj_b.name) if both else None
+            holds = decide_relation(j, p.obj.name, p.relation, p.obj_b.name) if both else None  # judged once
             row.update(obj_b=p.obj_b.name, relation=p.relation, both_present=both, correct=holds)
         rows.append(row)
     df = pd.DataFrame(rows)
