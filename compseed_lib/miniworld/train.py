@@ -109,7 +109,8 @@ def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
         opt.state.setdefault(p, {})[k] = value.to(p.device) if k != "step" else value
 
 
-def _save_checkpoint(ck_dir: Path, step: int, modules: dict, opt, history: list, keep: int) -> None:
+def _save_checkpoint(ck_dir: Path, step: int, modules: dict, emas: dict, opt, history: list, keep: int) -> None:
+    """Everything a resume needs, written into a temp folder that is renamed into place only when whole."""
     from safetensors.torch import save_file
 
     tmp = ck_dir / f".tmp_step_{step:07d}"
@@ -117,6 +118,9 @@ def _save_checkpoint(ck_dir: Path, step: int, modules: dict, opt, history: list,
     tmp.mkdir(parents=True)
     for name, m in modules.items():
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+    for name, ema in emas.items():
+        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                  str(tmp / f"{name}.safetensors"))
     save_optimizer(opt, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
     tmp.rename(ck_dir / f"step_{step:07d}")
@@ -278,13 +282,9 @@ def train(cfg: TrainConfig) -> Path:
             bar.set_postfix(loss=f"{history[-1][1]:.4f}")
             running = []
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            modules = {"unet": unet, "text_encoder": text_encoder}
-            _save_checkpoint(ck_dir, step, modules, opt, history, cfg.keep_checkpoints)
-            for ema, name in ((ema_unet, "ema_unet"), (ema_text, "ema_text_encoder")):
-                from safetensors.torch import save_file
-
-                save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
-                          str(ck_dir / f"step_{step:07d}" / f"{name}.safetensors"))
+            _save_checkpoint(ck_dir, step, {"unet": unet, "text_encoder": text_encoder},
+                             {"ema_unet": ema_unet, "ema_text_encoder": ema_text}, opt, history,
+                             cfg.keep_checkpoints)
     bar.close()
     # 5. export EMA weights
     ema_unet.copy_to(unet.parameters())
