@@ -40,6 +40,24 @@ def test_scenes_are_deterministic_and_captioned():
     assert any(" on the left of " in c for c in captions) and any(c.startswith("three ") for c in captions)
 
 
+def test_caption_labels_read_the_structure_of_every_caption_kind():
+    caps = ["a tent on the right of a ball, on a stone floor", "three stars, at night", "one kite, on the sand",
+            "a ball under a heart", ""]
+    lab = data.caption_labels(caps)
+    names = dict(zip(data.LABEL_FIELDS, lab.T))
+    rel = {r: i + 1 for i, r in enumerate(P.RELATION_TEXT)}
+    assert list(names["relation"]) == [rel["right"], 0, 0, rel["below"], 0]
+    assert list(names["count"]) == [0, 3, 1, 0, 0]
+    assert names["kind_b"][0] == names["kind_a"][3] != names["kind_a"][0]  # ball; tent differs
+    assert (lab[4] == 0).all() and (lab[:4, 1] > 0).all() and names["background"][3] == 0
+    assert (lab.max(axis=0) < np.array(data.LABEL_SIZES)).all()
+    scene_caps = [data.scene(i)[0] for i in range(300)]
+    scene_lab = data.caption_labels(scene_caps)
+    assert ((scene_lab[:, 0] > 0) == scene_lab[:, 2].astype(bool)).all()  # relation iff a second object
+    with pytest.raises(ValueError, match="seven dragons"):
+        data.caption_labels(["seven dragons, at night"])
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     torch.set_num_threads(1)
@@ -133,3 +151,40 @@ def test_shipped_model_loads_by_name_and_draws_scenes():
     judged = [judge_scene((im * 255).round().astype(np.uint8)) for im in images]
     # a trained model draws the background asked for (measured ~99% in the model card)
     assert all(j.background == "at night" for j in judged), [j.background for j in judged]
+
+
+def test_tiny_training_logs_the_caption_probe_and_text_separation_runs(tiny_model):
+    from diffusers import DiffusionPipeline
+
+    from compseed_lib.miniworld.evaluate_model import text_separation
+
+    cfg, out = tiny_model
+    assert cfg.caption_loss > 0
+    history = json.loads((out / "training_record.json").read_text())["loss_history"]
+    assert all(len(h) == 4 and np.isfinite(h[3]) and h[3] > 0 for h in history)  # caption loss logged
+    table = text_separation(DiffusionPipeline.from_pretrained(out))
+    assert list(table.differs_in) == ["left vs right", "left vs above", "above vs below", "first object",
+                                      "count", "background"]
+    assert (table.distance > 0).all() and (table.distance < 2 * table.state_norm).all()
+
+
+def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_path):
+    from compseed_lib.miniworld import card, evaluate_model
+
+    cfg, out = tiny_model
+    stage2 = TrainConfig(**{**cfg.__dict__, "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "model"),
+                            "init_from": str(out), "steps": 2})
+    model = train(stage2)
+    record = json.loads((model / "training_record.json").read_text())
+    assert record["images_seen_total"] == (cfg.steps + 2) * cfg.batch
+    assert record["init_from_record"]["steps"] == cfg.steps
+    assert evaluate_model.main([str(model), "--seeds", "2", "--steps", "2", "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert 0 <= summary["kind_present"] <= 1 and summary["seeds"] == 2
+    counting = (tmp_path / "eval" / "counting.csv").read_text().splitlines()
+    assert len(counting) == 1 + 5  # header + counts 2..6
+    text = card.write_card(model, tmp_path / "eval").read_text()
+    for needle in ("stage 1:", "stage 2:", "Per relation", "Text-encoder distance", "left vs right",
+                   f"{(cfg.steps + 2) * cfg.batch:,} images seen"):
+        assert needle in text, needle
+    assert (model / "loss_curve.png").stat().st_size > 1000

@@ -15,16 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 
-def loss_figure(history: list, path: Path) -> None:
-    """Training loss (running mean per log interval) against step."""
+def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
+    """Training loss (running mean per log interval) against step; one line per (history, first step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, loss = [h[0] for h in history], [h[1] for h in history]
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(steps, loss)
+    for i, hist in enumerate(histories, 1):
+        ax.plot([h[0] + hist[1] for h in hist[0]], [h[1] for h in hist[0]], label=f"stage {i}")
+    if len(histories) > 1:
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("v-prediction MSE")
     ax.set_yscale("log")
@@ -32,6 +34,15 @@ def loss_figure(history: list, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _stage_line(i: int, rec: dict) -> str:
+    c = rec["config"]
+    extra = "".join([f", caption-probe loss weight {c['caption_loss']}" if c.get("caption_loss") else "",
+                     f", spatial scenes drawn {c['spatial_weight']}x" if c.get("spatial_weight", 1) != 1 else ""])
+    return (f"- stage {i}: {rec['steps']:,} steps × {c['batch']} = {rec['images_seen']:,} images, AdamW lr "
+            f"{c['lr']}, EMA {c['ema_decay']}, caption dropout {c['cond_drop']}{extra}; {rec['device']}, "
+            f"{rec['threads']} torch thread(s), torch {rec['torch']}, {rec['loss_history'][-1][2] / 3600:.2f} h")
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -46,13 +57,19 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
     """Write README.md (architecture, data, training, evaluation) into the model folder."""
     model_dir = Path(model_dir)
     rec = json.loads((model_dir / "training_record.json").read_text())
-    loss_figure(rec["loss_history"], model_dir / "loss_curve.png")
     p, cfg, spec = rec["parameters"], rec["config"], rec["spec"]
+    stages, r = [], rec
+    while r:  # a continued run keeps the record of the run it started from
+        stages.insert(0, r)
+        r = r.get("init_from_record")
+    offsets = [sum(x["steps"] for x in stages[:i]) for i in range(len(stages))]
+    loss_figure([(x["loss_history"], o) for x, o in zip(stages, offsets)], model_dir / "loss_curve.png")
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
     text = [
         "# mini-world generator", "",
         "Stable Diffusion in miniature, trained from scratch on rendered mini-world scenes by "
-        "`compseed train-miniworld configs/train/miniworld.yaml`. Loads with "
+        "`compseed train-miniworld configs/train/miniworld.yaml`"
+        + (" then `configs/train/miniworld_stage2.yaml`" if rec.get("init_from_record") else "") + ". Loads with "
         "`StableDiffusionPipeline.from_pretrained(\"models/miniworld\")`.", "",
         "## Architecture", "",
         f"- AutoencoderKL {spec['vae_channels']}: {spec['image_size']} px RGB ↔ "
@@ -69,10 +86,9 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"- {cfg['n_scenes']:,} rendered scenes (half counting captions, counts one–six; half spatial "
         "captions, a background named half the time), all 8 object kinds and 6 backgrounds",
         f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images",
-        f"- UNet + text encoder: {rec['steps']:,} steps × {cfg['batch']} = {rec['images_seen']:,} images seen, "
-        f"AdamW lr {cfg['lr']}, EMA {cfg['ema_decay']}, caption dropout {cfg['cond_drop']}",
-        f"- hardware: {rec['device']}, {rec['threads']} torch thread(s), torch {rec['torch']}; UNet + text "
-        f"encoder training wall time {rec['loss_history'][-1][2] / 3600:.2f} h (from the loss record)",
+        *[_stage_line(i, r) for i, r in enumerate(stages, 1)],
+        f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the UNet and text encoder, "
+        f"{sum(r['loss_history'][-1][2] for r in stages) / 3600:.2f} h of training (from the loss records)",
         "", "![loss](loss_curve.png)", ""]
     if eval_dir and Path(eval_dir).is_dir():
         ev = Path(eval_dir)
@@ -87,6 +103,10 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  "Per count:", "", _md(pd.read_csv(ev / "counting.csv")), "",
                  "Judged count (columns) per asked count (rows):", "", _md(pd.read_csv(ev / "histogram.csv")), "",
                  "Per relation:", "", _md(pd.read_csv(ev / "spatial.csv")), ""]
+        if (ev / "text_separation.csv").is_file():
+            text += ["Text-encoder distance between captions that differ in one word (mean L2 over token "
+                     "states; a word near zero is one the UNet cannot see):", "",
+                     _md(pd.read_csv(ev / "text_separation.csv")), ""]
     if notes:
         text += ["## Notes", "", notes, ""]
     out = model_dir / "README.md"

@@ -10,6 +10,7 @@ Usage:
     caption, image = scene(17)                     # (str, uint8 array HxWx3)
     build_scene_cache(folder, n=200_000)           # chunks of uint8 .npy + captions.json
     images, captions = load_scene_cache(folder, n)
+    labels = caption_labels(captions)             # (N, 5): relation, kind_a, kind_b, count, background
 """
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def _vocab() -> tuple[list[P.Obj], list[str]]:
 
 
 _OBJS, _BGS = _vocab()
+# Caption structure as class labels (0 = absent), for the text encoder's auxiliary loss in train.py.
+LABEL_FIELDS = ("relation", "kind_a", "kind_b", "count", "background")
+_KIND = {o.name: i + 1 for i, o in enumerate(_OBJS)}
+_BG = {b: i + 1 for i, b in enumerate(_BGS)}
+_REL = {r: i + 1 for i, r in enumerate(P.RELATION_TEXT)}
+_COUNT = {w: n for n, w in P.COUNT_WORDS.items()}
+LABEL_SIZES = (len(_REL) + 1, len(_KIND) + 1, len(_KIND) + 1, max(_COUNT.values()) + 1, len(_BG) + 1)
 
 
 def scene(index: int, size: int = 32, max_count: int = 6) -> tuple[str, np.ndarray]:
@@ -58,6 +66,28 @@ def scene(index: int, size: int = 32, max_count: int = 6) -> tuple[str, np.ndarr
             caption += f", {bg}"
         img = render_relation(a.name, rel, b.name, bg, seed=render_seed, size=size).image
     return caption, np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def caption_labels(captions: list[str]) -> np.ndarray:
+    """(N, 5) int64 labels (LABEL_FIELDS) of training captions; the empty caption is all zeros."""
+    out = np.zeros((len(captions), len(LABEL_FIELDS)), dtype=np.int64)
+    for i, cap in enumerate(captions):
+        if not cap:
+            continue
+        text, _, bg = cap.partition(", ")
+        if bg and bg not in _BG:
+            raise ValueError(f"caption {cap!r}: unknown background {bg!r}")
+        out[i, 4] = _BG.get(bg, 0)
+        if " of " in text or " under " in text:
+            a, rel, b = P.parse_spatial(text, "training caption")
+            out[i, 0:3] = _REL[rel], _KIND[a.name], _KIND[b.name]
+        else:
+            word, _, noun = text.partition(" ")
+            kind = next((o.name for o in _OBJS if noun in (o.name, o.plural)), None)
+            if word not in _COUNT or kind is None:
+                raise ValueError(f"cannot read the structure of training caption {cap!r}")
+            out[i, 1], out[i, 3] = _KIND[kind], _COUNT[word]
+    return out
 
 
 def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True) -> None:

@@ -6,6 +6,9 @@ Stages, each resumable (finished work is found on disk and skipped):
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
   4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
      10% caption dropout for classifier-free guidance, EMA), checkpoint every `checkpoint_every`
+     steps; with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
+     structure (relation, kinds, count, background) off the text encoder's EOS state, which keeps
+     words that the diffusion loss alone leaves indistinct (left/right) apart from the first step
      steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest
   5. export the EMA weights as a StableDiffusionPipeline folder -> out_dir, with training_record.json
 
@@ -63,11 +66,27 @@ class TrainConfig:
     warmup: int = 500
     ema_decay: float = 0.999
     cond_drop: float = 0.1  # captions replaced by "" so classifier-free guidance works
+    caption_loss: float = 0.0  # weight of the CaptionProbe cross-entropy added to the diffusion loss
+    spatial_weight: float = 1.0  # sampling weight of spatial scenes relative to counting scenes
     init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
     #                               kept as is, its UNet and text encoder start the UNet stage
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 50
+
+
+class CaptionProbe(torch.nn.Module):
+    """Linear heads from the text encoder's pooled (EOS) state to the caption labels (data.LABEL_FIELDS).
+
+    Training only: it is not part of the exported pipeline. Its loss is the mean cross-entropy.
+    """
+
+    def __init__(self, dim: int, sizes: tuple[int, ...] = data.LABEL_SIZES):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, n) for n in sizes)
+
+    def forward(self, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return sum(F.cross_entropy(h(pooled), labels[:, i]) for i, h in enumerate(self.heads)) / len(self.heads)
 
 
 def _device(name: str) -> torch.device:
@@ -221,8 +240,12 @@ def train(cfg: TrainConfig) -> Path:
     token_ids = tokenizer(captions + [""], padding="max_length", max_length=spec.max_tokens,
                           truncation=True, return_tensors="pt").input_ids
     empty_ids = token_ids[-1]
+    labels = torch.from_numpy(data.caption_labels(captions))
+    is_spatial = labels[:, 0] > 0
+    weights = torch.where(is_spatial, cfg.spatial_weight, 1.0).double()
     torch.manual_seed(cfg.seed)
     text_encoder, unet = build_text_encoder(spec, tokenizer).to(dev), build_unet(spec).to(dev)
+    probe = CaptionProbe(spec.text_dim).to(dev)
     if cfg.init_from:  # warm start; a checkpoint of this run, if any, still wins below
         from safetensors.torch import load_file
 
@@ -230,6 +253,8 @@ def train(cfg: TrainConfig) -> Path:
             module.load_state_dict(load_file(str(next((Path(cfg.init_from) / part).glob("*.safetensors")))))
     noise_sched, _ = build_schedulers(spec)
     params = list(unet.parameters()) + list(text_encoder.parameters())
+    if cfg.caption_loss > 0:
+        params += list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     ema_unet, ema_text = EMAModel(unet.parameters(), decay=cfg.ema_decay), \
         EMAModel(text_encoder.parameters(), decay=cfg.ema_decay)
@@ -242,6 +267,8 @@ def train(cfg: TrainConfig) -> Path:
 
         unet.load_state_dict(load_file(str(latest / "unet.safetensors")))
         text_encoder.load_state_dict(load_file(str(latest / "text_encoder.safetensors")))
+        if (latest / "caption_probe.safetensors").is_file():
+            probe.load_state_dict(load_file(str(latest / "caption_probe.safetensors")))
         for ema, name in ((ema_unet, "ema_unet"), (ema_text, "ema_text_encoder")):
             shadow = load_file(str(latest / f"{name}.safetensors"))
             ema.shadow_params = [shadow[str(i)].to(dev) for i in range(len(ema.shadow_params))]
@@ -253,21 +280,29 @@ def train(cfg: TrainConfig) -> Path:
     log.info("unet %.2fM, text encoder %.2fM parameters", count_parameters(unet) / 1e6,
              count_parameters(text_encoder) / 1e6)
     bar = tqdm(total=cfg.steps, initial=step, desc="unet")
-    t0, running = time.time(), []
+    t0 = time.time() - (history[-1][2] if history else 0.0)  # the loss record's clock runs across resumes
+    running, running_aux = [], []
     while step < cfg.steps:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 10_000_019 + step)
-        idx = torch.randint(len(latents), (cfg.batch,), generator=g)
+        idx = (torch.randint(len(latents), (cfg.batch,), generator=g) if cfg.spatial_weight == 1.0
+               else torch.multinomial(weights, cfg.batch, replacement=True, generator=g))
         z0 = latents[idx].to(dev)
-        ids = token_ids[idx].clone()
-        ids[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = empty_ids
+        ids, lab = token_ids[idx].clone(), labels[idx].clone()
+        drop = torch.rand(cfg.batch, generator=g) < cfg.cond_drop
+        ids[drop], lab[drop] = empty_ids, 0
         noise = torch.randn(z0.shape, generator=g).to(dev)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t) if spec.prediction_type == "v_prediction" else noise
         for gr in opt.param_groups:  # linear warmup, then constant (EMA smooths the end)
             gr["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        pred = unet(zt, t, text_encoder(ids.to(dev))[0]).sample
-        loss = F.mse_loss(pred.float(), target.float())
+        hidden, pooled = text_encoder(ids.to(dev))[:2]
+        pred = unet(zt, t, hidden).sample
+        loss = mse = F.mse_loss(pred.float(), target.float())
+        if cfg.caption_loss > 0:
+            aux = probe(pooled.float(), lab.to(dev))
+            running_aux.append(aux.item())
+            loss = loss + cfg.caption_loss * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -275,14 +310,15 @@ def train(cfg: TrainConfig) -> Path:
         ema_unet.step(unet.parameters())
         ema_text.step(text_encoder.parameters())
         step += 1
-        running.append(loss.item())
+        running.append(mse.item())
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            history.append([step, float(np.mean(running)), round(time.time() - t0, 1)])
-            bar.set_postfix(loss=f"{history[-1][1]:.4f}")
-            running = []
+            history.append([step, float(np.mean(running)), round(time.time() - t0, 1)]
+                           + ([round(float(np.mean(running_aux)), 4)] if running_aux else []))
+            bar.set_postfix(loss=f"{history[-1][1]:.4f}", **({"caption": history[-1][3]} if running_aux else {}))
+            running, running_aux = [], []
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save_checkpoint(ck_dir, step, {"unet": unet, "text_encoder": text_encoder},
+            _save_checkpoint(ck_dir, step, {"unet": unet, "text_encoder": text_encoder, "caption_probe": probe},
                              {"ema_unet": ema_unet, "ema_text_encoder": ema_text}, opt, history,
                              cfg.keep_checkpoints)
     bar.close()
@@ -307,6 +343,12 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, tokenizer, text_encoder, vae, 
               "wall_seconds_this_session": round(seconds, 1), "torch": torch.__version__,
               "threads": cfg.threads, "device": str(_device(cfg.device)),
               "loss_history": history}
+    prior = Path(cfg.init_from or "") / "training_record.json"
+    if cfg.init_from and prior.is_file():  # a continued run: keep the lineage and the running totals
+        before = json.loads(prior.read_text())
+        record["init_from_record"] = before
+        record["images_seen_total"] = record["images_seen"] + before.get("images_seen_total",
+                                                                         before["images_seen"])
     atomic_write_text(tmp / "training_record.json", json.dumps(record, indent=1))
     if out.exists():
         shutil.rmtree(out)
