@@ -173,7 +173,7 @@ def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_p
 
     cfg, out = tiny_model
     stage2 = TrainConfig(**{**cfg.__dict__, "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "model"),
-                            "init_from": str(out), "steps": 2})
+                            "init_from": str(out), "steps": 2, "probe_scale": 0.0})  # linear probe heads
     model = train(stage2)
     record = json.loads((model / "training_record.json").read_text())
     assert record["images_seen_total"] == (cfg.steps + 2) * cfg.batch

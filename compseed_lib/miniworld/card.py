@@ -38,7 +38,8 @@ def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
 
 def _stage_line(i: int, rec: dict) -> str:
     c = rec["config"]
-    extra = "".join([f", caption-probe loss weight {c['caption_loss']}" if c.get("caption_loss") else "",
+    probe = f" (cosine heads, scale {c['probe_scale']})" if c.get("probe_scale") else " (linear heads)"
+    extra = "".join([f", caption-probe loss weight {c['caption_loss']}{probe}" if c.get("caption_loss") else "",
                      f", spatial scenes drawn {c['spatial_weight']}x" if c.get("spatial_weight", 1) != 1 else ""])
     return (f"- stage {i}: {rec['steps']:,} steps × {c['batch']} = {rec['images_seen']:,} images, AdamW lr "
             f"{c['lr']}, EMA {c['ema_decay']}, caption dropout {c['cond_drop']}{extra}; {rec['device']}, "
