@@ -178,9 +178,10 @@ def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_p
     record = json.loads((model / "training_record.json").read_text())
     assert record["images_seen_total"] == (cfg.steps + 2) * cfg.batch
     assert record["init_from_record"]["steps"] == cfg.steps
-    assert evaluate_model.main([str(model), "--seeds", "2", "--steps", "2", "--out", str(tmp_path / "eval")]) == 0
+    assert evaluate_model.main([str(model), "--seeds", "2", "--steps", "2", "--seed-offset", "20000",
+                                "--out", str(tmp_path / "eval")]) == 0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert 0 <= summary["kind_present"] <= 1 and summary["seeds"] == 2
+    assert 0 <= summary["kind_present"] <= 1 and summary["seeds"] == 2 and summary["seed_offset"] == 20000
     counting = (tmp_path / "eval" / "counting.csv").read_text().splitlines()
     assert len(counting) == 1 + 5  # header + counts 2..6
     text = card.write_card(model, tmp_path / "eval").read_text()
