@@ -70,7 +70,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         "# mini-world generator", "",
         "Stable Diffusion in miniature, trained from scratch on rendered mini-world scenes by "
         "`compseed train-miniworld configs/train/miniworld.yaml`"
-        + (" then `configs/train/miniworld_stage2.yaml`" if rec.get("init_from_record") else "") + ". Loads with "
+        + "".join(f", then `configs/train/miniworld_stage{i}.yaml`" for i in range(2, len(stages) + 1))
+        + ". Loads with "
         "`StableDiffusionPipeline.from_pretrained(\"models/miniworld\")`.", "",
         "## Architecture", "",
         f"- AutoencoderKL {spec['vae_channels']}: {spec['image_size']} px RGB ↔ "
