@@ -39,6 +39,8 @@ from .registry import open_endpoint, resolve
 from .templates import question_for
 
 log = logging.getLogger(__name__)
+for _name in ("httpx", "httpx2", "httpcore"):  # one INFO line per request would bury a notebook's output
+    logging.getLogger(_name).setLevel(logging.WARNING)
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
     "name": "judge_answer", "strict": True,
     "schema": {"type": "object", "properties": {"answer": {"type": "string"}},

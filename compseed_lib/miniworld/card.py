@@ -96,7 +96,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         ev = Path(eval_dir)
         s = pd.read_csv(ev / "summary.csv").iloc[0]
         text += ["## Evaluation (exact mini-world judge, held-out seeds)", "",
-                 f"{int(s['seeds'])} held-out seeds (from {int(s.get('seed_offset', 10_000))}) × 40 counting prompts (8 objects × counts 2–6, both "
+                 f"{int(s['seeds'])} held-out seeds (from {int(s.get('seed_offset', 10_000))}) × 40 counting "
+                 f"prompts (8 objects × counts 2–6, both "
                  f"splits) and 40 spatial prompts (10 object pairs × 4 relations), {int(s['steps'])} DDIM steps, "
                  f"guidance {s['guidance']}. Command: `python -m compseed_lib.miniworld.evaluate_model "
                  f"models/miniworld --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
