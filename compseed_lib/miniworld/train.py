@@ -6,10 +6,10 @@ Stages, each resumable (finished work is found on disk and skipped):
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
   4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
      10% caption dropout for classifier-free guidance, EMA), checkpoint every `checkpoint_every`
-     steps; with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
+     steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
+     with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
      structure (relation, kinds, count, background) off the text encoder's EOS state, which keeps
-     words that the diffusion loss alone leaves indistinct (left/right) apart from the first step
-     steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest
+     words that the diffusion loss alone leaves indistinct (left/right) apart
   5. export the EMA weights as a StableDiffusionPipeline folder -> out_dir, with training_record.json
 
 A batch at step s is drawn from a generator seeded by (seed, s), so a resumed run sees the same
