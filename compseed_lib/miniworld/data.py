@@ -30,14 +30,15 @@ log = logging.getLogger(__name__)
 CHUNK = 10_000
 
 
-def _vocab() -> tuple[list[P.Obj], list[str]]:
+def objects_and_backgrounds() -> tuple[list[P.Obj], list[str]]:
+    """Every mini-world object and background phrase, train split then eval split."""
     root = P.folder("miniworld")
     objs = [o for s in P.SPLITS for o in P.read_objects(root / f"objects_{s}.txt")]
     bgs = [b for s in P.SPLITS for b in P.read_backgrounds(root / f"backgrounds_{s}.txt")]
     return objs, bgs
 
 
-_OBJS, _BGS = _vocab()
+_OBJS, _BGS = objects_and_backgrounds()
 # Caption structure as class labels (0 = absent), for the text encoder's auxiliary loss in train.py.
 LABEL_FIELDS = ("relation", "kind_a", "kind_b", "count", "background")
 _KIND = {o.name: i + 1 for i, o in enumerate(_OBJS)}

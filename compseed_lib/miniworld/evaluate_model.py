@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .. import prompts as P
 from ..generate import seed_noise
 from ..pipelines import latent_shape
+from .data import objects_and_backgrounds
 from .judge import decide_relation, judge_scene
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,7 @@ def text_separation(pipe) -> pd.DataFrame:
     """How far apart the text encoder keeps captions that differ in one word (mean L2 distance of the
     hidden states the UNet attends to, over token positions), per word class. A class near zero is
     a word the generator cannot see: stage 1 of the shipped model had relation words at ~0.3."""
-    objs = [o for s in P.SPLITS for o in P.read_objects(P.folder("miniworld") / f"objects_{s}.txt")]
-    bgs = [b for s in P.SPLITS for b in P.read_backgrounds(P.folder("miniworld") / f"backgrounds_{s}.txt")]
+    objs, bgs = objects_and_backgrounds()
     rel = P.RELATION_TEXT
     pairs: dict[str, list[tuple[str, str]]] = {k: [] for k in ("left vs right", "left vs above", "above vs below",
                                                               "first object", "count", "background")}
