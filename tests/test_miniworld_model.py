@@ -40,6 +40,31 @@ def test_scenes_are_deterministic_and_captioned():
     assert any(" on the left of " in c for c in captions) and any(c.startswith("three ") for c in captions)
 
 
+def test_an_unnamed_background_is_the_default_one_and_the_old_rule_stays_reproducible(tmp_path):
+    from compseed_lib.miniworld import judge_scene
+    from compseed_lib.miniworld.vocab import DEFAULT_BACKGROUND
+
+    unnamed_bgs = []
+    for i in range(120):
+        (c_def, a), (c_rand, b) = data.scene(i), data.scene(i, unnamed="random")
+        assert c_def == c_rand  # same random draws under both rules
+        if ", " in c_def:
+            assert np.array_equal(a, b), c_def  # named backgrounds: identical scenes
+        else:
+            assert judge_scene(a).background == DEFAULT_BACKGROUND, c_def
+            unnamed_bgs.append(judge_scene(b).background)
+    assert len(unnamed_bgs) > 10 and len(set(unnamed_bgs)) >= 4  # the old rule drew them at random
+    folder = tmp_path / "scenes"
+    data.build_scene_cache(folder, 40, progress=False)
+    imgs_def, caps = data.load_scene_cache(folder, 40)
+    data.build_scene_cache(folder, 40, progress=False, unnamed="random")  # another rule: rendered again
+    imgs_rand, caps_rand = data.load_scene_cache(folder, 40)
+    assert caps == caps_rand and not np.array_equal(imgs_def, imgs_rand)
+    assert json.loads((folder / "world.json").read_text())["unnamed"] == "random"
+    with pytest.raises(ValueError, match="unnamed_background must be one of .* 'sometimes'"):
+        train(TrainConfig(work_dir=str(tmp_path / "w"), unnamed_background="sometimes", tiny=True, n_scenes=8))
+
+
 def test_caption_labels_read_the_structure_of_every_caption_kind():
     caps = ["a tent on the right of a ball, on a stone floor", "three stars, at night", "one kite, on the sand",
             "a ball under a heart", ""]
@@ -127,6 +152,8 @@ def test_training_can_continue_from_a_shipped_folder(tiny_model, tmp_path):
     vae_a = load_file(str(next((out / "vae").glob("*.safetensors"))))
     vae_b = load_file(str(next((tmp_path / "out" / "vae").glob("*.safetensors"))))
     assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)  # the VAE is adopted, not retrained
+    scale = [json.loads((f / "vae" / "config.json").read_text())["scaling_factor"] for f in (out, tmp_path / "out")]
+    assert scale[0] == scale[1]  # and so is the latent scale its UNet was trained at
     # one step of EMA(0.999) from the warm start stays close to it; a fresh init would not
     a = load_file(str(next((out / "unet").glob("*.safetensors"))))
     b = load_file(str(next((tmp_path / "out" / "unet").glob("*.safetensors"))))
@@ -186,6 +213,7 @@ def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_p
     assert len(counting) == 1 + 5  # header + counts 2..6
     text = card.write_card(model, tmp_path / "eval").read_text()
     for needle in ("stage 1:", "stage 2:", "Per relation", "Text-encoder distance", "left vs right",
+                   "sensitivity_ratio: mean", "unnamed background 'on a stone floor'",
                    f"{(cfg.steps + 2) * cfg.batch:,} images seen"):
         assert needle in text, needle
     assert (model / "loss_curve.png").stat().st_size > 1000

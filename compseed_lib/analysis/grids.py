@@ -85,7 +85,8 @@ def count_confusion(judged: pd.DataFrame):
 
 def ground_truth_grid(prompts: list, n: int = 12, size: int = 64, cols: int = 6):
     """Mini-world renders of what each prompt asks for (exact ground truth, not model output)."""
-    from ..miniworld import BACKGROUNDS, render_count, render_relation
+    from ..miniworld import render_count, render_relation
+    from ..miniworld.vocab import DEFAULT_BACKGROUND
 
     step = max(1, len(prompts) // n)  # spread over the list so every kind shows
     chosen = prompts[::step][:n]
@@ -93,12 +94,11 @@ def ground_truth_grid(prompts: list, n: int = 12, size: int = 64, cols: int = 6)
     fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(1.6 * cols, 1.9 * rows))
     for ax in axes.flat:
         ax.axis("off")
-    default_bg = next(iter(BACKGROUNDS))
     for i, (ax, p) in enumerate(zip(axes.flat, chosen)):
         if p.kind == "count":
             scene = render_count(p.obj.name, p.count, p.background, seed=i, size=size)
         else:
-            scene = render_relation(p.obj.name, p.relation, p.obj_b.name, default_bg, seed=i, size=size)
+            scene = render_relation(p.obj.name, p.relation, p.obj_b.name, DEFAULT_BACKGROUND, seed=i, size=size)
         ax.imshow(np.asarray(scene.image), interpolation="nearest")
         ax.set_title("\n".join(textwrap.wrap(p.text, 20)), fontsize=7)
     fig.tight_layout()

@@ -36,11 +36,20 @@ def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
     plt.close(fig)
 
 
+def _unnamed(c: dict) -> str:
+    """What a spatial caption naming no background showed (records before the rule existed: random)."""
+    from .vocab import DEFAULT_BACKGROUND
+
+    rule = c.get("unnamed_background", "random")
+    return f", unnamed background {DEFAULT_BACKGROUND!r}" if rule == "default" else ", unnamed background random"
+
+
 def _stage_line(i: int, rec: dict) -> str:
     c = rec["config"]
     probe = f" (cosine heads, scale {c['probe_scale']})" if c.get("probe_scale") else " (linear heads)"
     extra = "".join([f", caption-probe loss weight {c['caption_loss']}{probe}" if c.get("caption_loss") else "",
-                     f", spatial scenes drawn {c['spatial_weight']}x" if c.get("spatial_weight", 1) != 1 else ""])
+                     f", spatial scenes drawn {c['spatial_weight']}x" if c.get("spatial_weight", 1) != 1 else "",
+                     _unnamed(c)])
     return (f"- stage {i}: {rec['steps']:,} steps × {c['batch']} = {rec['images_seen']:,} images, AdamW lr "
             f"{c['lr']}, EMA {c['ema_decay']}, caption dropout {c['cond_drop']}{extra}; {rec['device']}, "
             f"{rec['threads']} torch thread(s), torch {rec['torch']}, {rec['loss_history'][-1][2] / 3600:.2f} h")
@@ -86,7 +95,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"- weights: {size_mb:.1f} MB of safetensors", "",
         "## Data and training", "",
         f"- {cfg['n_scenes']:,} rendered scenes (half counting captions, counts one–six; half spatial "
-        "captions, a background named half the time), all 8 object kinds and 6 backgrounds",
+        "captions, a background named half the time; what an unnamed one shows is given per stage), all 8 "
+        "object kinds and 6 backgrounds",
         f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images",
         *[_stage_line(i, r) for i, r in enumerate(stages, 1)],
         f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the UNet and text encoder, "
@@ -104,6 +114,9 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  f"--out reports/miniworld_eval`.", "",
                  _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "seed_offset", "steps", "guidance"],
                                                            errors="ignore")), "",
+                 "sensitivity_ratio: mean per-pixel |difference| between \"A on the left of B\" and \"A on the "
+                 "right of B\" at one seed, over that between two consecutive seeds of one prompt (the spatial "
+                 "prompts name no background).", "",
                  "Per count:", "", _md(pd.read_csv(ev / "counting.csv")), "",
                  "Judged count (columns) per asked count (rows):", "", _md(pd.read_csv(ev / "histogram.csv")), "",
                  "Per relation:", "", _md(pd.read_csv(ev / "spatial.csv")), ""]

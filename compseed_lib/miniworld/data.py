@@ -4,11 +4,13 @@ Each scene is drawn from a numpy Generator seeded by its index, so scene i is th
 machine and a chunked, resumable build gives the same data as a one-shot build.
 Caption mix: half counting ("three stars, at night", counts one..six), half spatial
 ("a ball on the left of a star", with ", <background>" appended half the time); every object
-kind, background and ordered pair appears in both roles.
+kind, background and ordered pair appears in both roles. A spatial caption that names no background
+shows `vocab.DEFAULT_BACKGROUND` (unnamed="default"); stages 1-3 of the shipped model were trained
+with unnamed="random" (a random background, as if named), which makes the seed pick the background.
 
 Usage:
     caption, image = scene(17)                     # (str, uint8 array HxWx3)
-    build_scene_cache(folder, n=200_000)           # chunks of uint8 .npy + captions.json
+    build_scene_cache(folder, n=200_000)           # chunks of uint8 .npy + captions.json + world.json
     images, captions = load_scene_cache(folder, n)
     labels = caption_labels(captions)             # (N, 5): relation, kind_a, kind_b, count, background
 """
@@ -25,9 +27,11 @@ from tqdm.auto import tqdm
 from .. import prompts as P
 from ..store import atomic_write_bytes, atomic_write_text
 from .render import render_count, render_relation
+from .vocab import DEFAULT_BACKGROUND
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000
+UNNAMED = ("default", "random")  # what a spatial caption without a background shows
 
 
 def objects_and_backgrounds() -> tuple[list[P.Obj], list[str]]:
@@ -48,8 +52,16 @@ _COUNT = {w: n for n, w in P.COUNT_WORDS.items()}
 LABEL_SIZES = (len(_REL) + 1, len(_KIND) + 1, len(_KIND) + 1, max(_COUNT.values()) + 1, len(_BG) + 1)
 
 
-def scene(index: int, size: int = 32, max_count: int = 6) -> tuple[str, np.ndarray]:
-    """Caption and rendered image of training scene `index` (deterministic)."""
+def check_unnamed(unnamed: str) -> str:
+    if unnamed not in UNNAMED:
+        raise ValueError(f"unnamed_background must be one of {UNNAMED}, got {unnamed!r}")
+    return unnamed
+
+
+def scene(index: int, size: int = 32, max_count: int = 6, unnamed: str = "default") -> tuple[str, np.ndarray]:
+    """Caption and rendered image of training scene `index` (deterministic); `unnamed` in UNNAMED.
+    Both rules draw the same random numbers, so they differ only in unnamed-background scenes."""
+    check_unnamed(unnamed)
     rng = np.random.default_rng([index, 7919])
     bg = _BGS[rng.integers(len(_BGS))]
     render_seed = int(rng.integers(2**31))
@@ -65,6 +77,8 @@ def scene(index: int, size: int = 32, max_count: int = 6) -> tuple[str, np.ndarr
         caption = f"{a.singular} {P.RELATION_TEXT[rel]} {b.singular}"
         if rng.random() < 0.5:
             caption += f", {bg}"
+        elif unnamed == "default":
+            bg = DEFAULT_BACKGROUND
         img = render_relation(a.name, rel, b.name, bg, seed=render_seed, size=size).image
     return caption, np.asarray(img.convert("RGB"), dtype=np.uint8)
 
@@ -91,21 +105,37 @@ def caption_labels(captions: list[str]) -> np.ndarray:
     return out
 
 
-def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True) -> None:
-    """Render scenes 0..n-1 into `folder` in chunks; finished chunks are kept on a re-run."""
+def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True,
+                      unnamed: str = "default") -> None:
+    """Render scenes 0..n-1 into `folder` in chunks; finished chunks are kept on a re-run. The
+    folder's world.json records size and `unnamed`; chunks rendered under other settings are redone."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    world = {"size": size, "unnamed": check_unnamed(unnamed)}
+    meta = folder / "world.json"
+    if not meta.is_file() or json.loads(meta.read_text()) != world:
+        stale = sorted(folder.glob("scenes_*.npy")) + sorted(folder.glob("captions_*.json"))
+        if stale:
+            log.info("scene cache %s was rendered under other settings: rendering again", folder)
+        for f in stale:
+            f.unlink()
+        atomic_write_text(meta, json.dumps(world))
     n_chunks = -(-n // CHUNK)
     for c in tqdm(range(n_chunks), desc="render scenes", disable=not progress):
         img_path, cap_path = folder / f"scenes_{c:04d}.npy", folder / f"captions_{c:04d}.json"
         lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
         if img_path.is_file() and cap_path.is_file() and len(json.loads(cap_path.read_text())) == hi - lo:
             continue
-        caps, imgs = zip(*(scene(i, size) for i in range(lo, hi)))
+        caps, imgs = zip(*(scene(i, size, unnamed=unnamed) for i in range(lo, hi)))
         buf = io.BytesIO()
         np.save(buf, np.stack(imgs), allow_pickle=False)
         atomic_write_bytes(img_path, buf.getvalue())
         atomic_write_text(cap_path, json.dumps(list(caps)))
+
+
+def scene_cache_key(folder: str | Path) -> str:
+    """A short text naming what the cache in `folder` holds (for caches derived from it)."""
+    return (Path(folder) / "world.json").read_text().strip()
 
 
 def load_scene_cache(folder: str | Path, n: int) -> tuple[np.ndarray, list[str]]:

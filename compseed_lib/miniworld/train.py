@@ -4,6 +4,7 @@ Stages, each resumable (finished work is found on disk and skipped):
   1. render `n_scenes` training scenes (data.py) into work_dir/scenes/
   2. train the AutoencoderKL on them -> work_dir/vae/ (save_pretrained)
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
+     (a run continued from `init_from` keeps that model's VAE and scaling_factor)
   4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
      10% caption dropout for classifier-free guidance, EMA), checkpoint every `checkpoint_every`
      steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
@@ -69,6 +70,7 @@ class TrainConfig:
     caption_loss: float = 0.0  # weight of the CaptionProbe cross-entropy added to the diffusion loss
     probe_scale: float = 0.0  # 0: linear probe heads; > 0: cosine heads with this fixed logit scale
     spatial_weight: float = 1.0  # sampling weight of spatial scenes relative to counting scenes
+    unnamed_background: str = "default"  # data.UNNAMED: what a spatial caption naming no background shows
     init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
     #                               kept as is, its UNet and text encoder start the UNet stage
     checkpoint_every: int = 500
@@ -220,15 +222,17 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
 
     path = Path(cfg.work_dir) / "latents.safetensors"
     state = Path(cfg.work_dir) / "vae" / "train_state.json"
-    vae_step = str(json.loads(state.read_text())["step"]) if state.is_file() else "final"
-    if path.is_file() and (safe_open(str(path), "pt").metadata() or {}).get("vae_step") == vae_step:
+    meta = {"vae_step": str(json.loads(state.read_text())["step"]) if state.is_file() else "final",
+            "scenes": data.scene_cache_key(Path(cfg.work_dir) / "scenes"), "n": str(len(images))}
+    if path.is_file() and (safe_open(str(path), "pt").metadata() or {}) == meta:
         z = load_file(str(path))["latents"].float()
-    else:  # no cache, or one encoded by an earlier state of the VAE
+    else:  # no cache, or one encoded from other scenes or by an earlier state of the VAE
         parts = [vae.encode(_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean.cpu()
                  for i in tqdm(range(0, len(images), 256), desc="encode")]
         z = torch.cat(parts)
-        save_file({"latents": z.half().contiguous()}, str(path), metadata={"vae_step": vae_step})
-    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+        save_file({"latents": z.half().contiguous()}, str(path), metadata=meta)
+    if not cfg.init_from:  # a continued run keeps the scale its UNet was trained at
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return z
 
 
@@ -241,7 +245,7 @@ def train(cfg: TrainConfig) -> Path:
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
     # 1. scenes
-    data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size)
+    data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size, unnamed=cfg.unnamed_background)
     images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
     # 2.-3. autoencoder and latents
     if cfg.init_from and not (work / "vae" / "config.json").is_file():
@@ -385,8 +389,9 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) ->
         for i, p in enumerate(module.parameters()):
             p.data.copy_(shadow[str(i)])
     vae = AutoencoderKL.from_pretrained(work / "vae")
-    z = load_file(str(work / "latents.safetensors"))["latents"].float()
-    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    if not cfg.init_from:
+        z = load_file(str(work / "latents.safetensors"))["latents"].float()
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     state = json.loads((ck / "state.json").read_text())
     cfg = TrainConfig(**{**asdict(cfg), "steps": state["step"]})
     return export(cfg, spec, tokenizer, text_encoder, vae, unet, state["history"], 0.0)

@@ -2,8 +2,9 @@
 
 Inputs: nothing (hardcoded, so the renderer and the judge never depend on file contents).
 Outputs: `KINDS` (name -> `Kind`), `BACKGROUNDS` (phrase -> base RGB), `TEXTURES` (phrase -> grain,
-blotch amplitudes), `RELATIONS`, and `check_vocab_matches(prompt_dir)` which verifies that the prompt
-files in `prompt_dataset/miniworld/` only use names known here.
+blotch amplitudes), `DEFAULT_BACKGROUND` (the scene of a prompt that names none), `RELATIONS`, and
+`check_vocab_matches(prompt_dir)` which verifies that the prompt files in `prompt_dataset/miniworld/`
+only use names known here.
 
 Usage:
     from compseed_lib.miniworld.vocab import KINDS, BACKGROUNDS, check_vocab_matches
@@ -59,6 +60,9 @@ TEXTURES: dict[str, tuple[float, float]] = {
     "on a cloudy day": (1.5, 8.0),
     "in a dark room": (2.5, 4.0),
 }
+# A prompt that names no background ("a ball on the left of a star") shows this one, as a studio shot
+# shows a plain backdrop: the seed then sets the layout, not the whole scene.
+DEFAULT_BACKGROUND = "on a stone floor"
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
 OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 RELATION_PHRASES: dict[str, str] = {"on the left of": "left", "on the right of": "right",
