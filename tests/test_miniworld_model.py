@@ -100,6 +100,7 @@ def test_tiny_training_exports_a_loadable_sd_pipeline(tiny_model):
     assert record["steps"] == cfg.steps and record["images_seen"] == cfg.steps * cfg.batch
     assert len(record["loss_history"]) >= 2 and all(np.isfinite(h[1]) for h in record["loss_history"])
     assert not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))  # no pickles shipped
+    assert json.loads((out / "tokenizer" / "tokenizer.json").read_text())["padding"] is None  # no training state
     pipe = DiffusionPipeline.from_pretrained(out)
     assert isinstance(pipe, StableDiffusionPipeline)
     pipe.set_progress_bar_config(disable=True)

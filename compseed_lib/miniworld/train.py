@@ -342,7 +342,8 @@ def train(cfg: TrainConfig) -> Path:
     # 5. export EMA weights
     ema_unet.copy_to(unet.parameters())
     ema_text.copy_to(text_encoder.parameters())
-    return export(cfg, spec, tokenizer, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
+    # a fresh tokenizer: the one above keeps the padding state of the batch call in its tokenizer.json
+    return export(cfg, spec, build_tokenizer(spec), text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
                   time.time() - t_start)
 
 
