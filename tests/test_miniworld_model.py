@@ -40,7 +40,7 @@ def test_scenes_are_deterministic_and_captioned():
     assert any(" on the left of " in c for c in captions) and any(c.startswith("three ") for c in captions)
 
 
-def test_an_unnamed_background_is_the_default_one_and_the_old_rule_stays_reproducible(tmp_path):
+def test_an_unnamed_background_is_the_default_one_and_the_old_rule_stays_reproducible(tmp_path, monkeypatch):
     from compseed_lib.miniworld import judge_scene
     from compseed_lib.miniworld.vocab import DEFAULT_BACKGROUND
 
@@ -61,6 +61,11 @@ def test_an_unnamed_background_is_the_default_one_and_the_old_rule_stays_reprodu
     imgs_rand, caps_rand = data.load_scene_cache(folder, 40)
     assert caps == caps_rand and not np.array_equal(imgs_def, imgs_rand)
     assert json.loads((folder / "world.json").read_text())["unnamed"] == "random"
+    monkeypatch.setattr(data, "CHUNK", 16)  # several chunks, rendered by two processes: the same scenes
+    data.build_scene_cache(tmp_path / "two", 40, progress=False, unnamed="random", workers=2)
+    imgs_two, caps_two = data.load_scene_cache(tmp_path / "two", 40)
+    assert len(list((tmp_path / "two").glob("scenes_*.npy"))) == 3
+    assert caps_two == caps_rand and np.array_equal(imgs_two, imgs_rand)
     with pytest.raises(ValueError, match="unnamed_background must be one of .* 'sometimes'"):
         train(TrainConfig(work_dir=str(tmp_path / "w"), unnamed_background="sometimes", tiny=True, n_scenes=8))
 

@@ -10,7 +10,7 @@ with unnamed="random" (a random background, as if named), which makes the seed p
 
 Usage:
     caption, image = scene(17)                     # (str, uint8 array HxWx3)
-    build_scene_cache(folder, n=200_000)           # chunks of uint8 .npy + captions.json + world.json
+    build_scene_cache(folder, n=200_000, workers=2)  # chunks of uint8 .npy + captions.json + world.json
     images, captions = load_scene_cache(folder, n)
     labels = caption_labels(captions)             # (N, 5): relation, kind_a, kind_b, count, background
 """
@@ -106,9 +106,10 @@ def caption_labels(captions: list[str]) -> np.ndarray:
 
 
 def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True,
-                      unnamed: str = "default") -> None:
-    """Render scenes 0..n-1 into `folder` in chunks; finished chunks are kept on a re-run. The
-    folder's world.json records size and `unnamed`; chunks rendered under other settings are redone."""
+                      unnamed: str = "default", workers: int = 1) -> None:
+    """Render scenes 0..n-1 into `folder` in chunks, `workers` processes at a time; finished chunks are
+    kept on a re-run. The folder's world.json records size and `unnamed`; chunks rendered under other
+    settings are redone."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     world = {"size": size, "unnamed": check_unnamed(unnamed)}
@@ -120,17 +121,36 @@ def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool
         for f in stale:
             f.unlink()
         atomic_write_text(meta, json.dumps(world))
-    n_chunks = -(-n // CHUNK)
-    for c in tqdm(range(n_chunks), desc="render scenes", disable=not progress):
-        img_path, cap_path = folder / f"scenes_{c:04d}.npy", folder / f"captions_{c:04d}.json"
-        lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
-        if img_path.is_file() and cap_path.is_file() and len(json.loads(cap_path.read_text())) == hi - lo:
-            continue
-        caps, imgs = zip(*(scene(i, size, unnamed=unnamed) for i in range(lo, hi)))
-        buf = io.BytesIO()
-        np.save(buf, np.stack(imgs), allow_pickle=False)
-        atomic_write_bytes(img_path, buf.getvalue())
-        atomic_write_text(cap_path, json.dumps(list(caps)))
+    spans = [(c, c * CHUNK, min(n, (c + 1) * CHUNK)) for c in range(-(-n // CHUNK))]
+    todo = [(folder, c, lo, hi, size, unnamed) for c, lo, hi in spans if not _chunk_done(folder, c, hi - lo)]
+    bar = tqdm(total=len(spans), initial=len(spans) - len(todo), desc="render scenes", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            for _ in pool.map(_render_chunk, todo):
+                bar.update(1)
+    else:
+        for job in todo:
+            _render_chunk(job)
+            bar.update(1)
+    bar.close()
+
+
+def _chunk_done(folder: Path, c: int, length: int) -> bool:
+    cap_path = folder / f"captions_{c:04d}.json"
+    return ((folder / f"scenes_{c:04d}.npy").is_file() and cap_path.is_file()
+            and len(json.loads(cap_path.read_text())) == length)
+
+
+def _render_chunk(job: tuple) -> None:
+    """Render scenes lo..hi-1 into chunk c (images first, then the captions that mark it done)."""
+    folder, c, lo, hi, size, unnamed = job
+    caps, imgs = zip(*(scene(i, size, unnamed=unnamed) for i in range(lo, hi)))
+    buf = io.BytesIO()
+    np.save(buf, np.stack(imgs), allow_pickle=False)
+    atomic_write_bytes(folder / f"scenes_{c:04d}.npy", buf.getvalue())
+    atomic_write_text(folder / f"captions_{c:04d}.json", json.dumps(list(caps)))
 
 
 def scene_cache_key(folder: str | Path) -> str:

@@ -245,7 +245,8 @@ def train(cfg: TrainConfig) -> Path:
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
     # 1. scenes
-    data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size, unnamed=cfg.unnamed_background)
+    data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size, unnamed=cfg.unnamed_background,
+                           workers=cfg.threads)  # one process per training thread
     images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
     # 2.-3. autoencoder and latents
     if cfg.init_from and not (work / "vae" / "config.json").is_file():
