@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from compseed_lib import prompts as P
 from compseed_lib.config import ConfigError, load_dataclass
@@ -164,6 +165,27 @@ def test_training_can_continue_from_a_shipped_folder(tiny_model, tmp_path):
     a = load_file(str(next((out / "unet").glob("*.safetensors"))))
     b = load_file(str(next((tmp_path / "out" / "unet").glob("*.safetensors"))))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-2
+
+
+def test_the_last_stage_config_trains_the_earlier_stages_first(tmp_path):
+    stage1 = tmp_path / "stage1.yaml"
+    tiny = yaml.safe_load((REPO / "configs/train/miniworld_tiny.yaml").read_text())
+    stage1.write_text(yaml.safe_dump({**tiny, "out_dir": str(tmp_path / "s1"), "work_dir": str(tmp_path / "w1"),
+                                      "steps": 2}))
+    stage2 = TrainConfig(tiny=True, n_scenes=64, vae_steps=2, vae_batch=8, steps=1, batch=8, warmup=1,
+                         out_dir=str(tmp_path / "s2"), work_dir=str(tmp_path / "w2"),
+                         init_from=str(tmp_path / "s1"), init_from_config=str(stage1))
+    record = json.loads((train(stage2) / "training_record.json").read_text())
+    assert record["init_from_record"]["steps"] == 2 and record["images_seen_total"] == 2 * 8 + 1 * 8
+    wrong = TrainConfig(**{**stage2.__dict__, "init_from": str(tmp_path / "elsewhere")})
+    with pytest.raises(ValueError, match="writes .*s1.*not init_from .*elsewhere"):
+        train(wrong)
+    with pytest.raises(FileNotFoundError, match="elsewhere.* is not a pipeline folder"):
+        train(TrainConfig(**{**wrong.__dict__, "init_from_config": None}))
+    for n in (2, 3, 4):  # the shipped chain is linked the same way
+        cfg = load_dataclass(TrainConfig, REPO / f"configs/train/miniworld_stage{n}.yaml")
+        prior = load_dataclass(TrainConfig, REPO / cfg.init_from_config)
+        assert prior.out_dir == cfg.init_from
 
 
 def test_shipped_model_loads_by_name_and_draws_scenes():

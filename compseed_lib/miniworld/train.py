@@ -1,6 +1,8 @@
-"""Train the mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld.yaml`.
+"""Train the mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld_stage4.yaml`
+runs the shipped model's four training runs in order (each config's init_from_config names the one
+before; a run whose output exists is not repeated); configs/train/miniworld.yaml alone is stage 1.
 
-Stages, each resumable (finished work is found on disk and skipped):
+The steps of one run, each resumable (finished work is found on disk and skipped):
   1. render `n_scenes` training scenes (data.py) into work_dir/scenes/
   2. train the AutoencoderKL on them -> work_dir/vae/ (save_pretrained)
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
@@ -73,6 +75,8 @@ class TrainConfig:
     unnamed_background: str = "default"  # data.UNNAMED: what a spatial caption naming no background shows
     init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
     #                               kept as is, its UNet and text encoder start the UNet stage
+    init_from_config: str | None = None  # the training config that writes init_from: run first when
+    #                                      init_from is missing, so the last stage's config runs them all
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 50
@@ -237,10 +241,26 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
 
 
 # ---------------------------------------------------------------------------- stage 4: UNet + text
+def train_prior_stage(cfg: TrainConfig) -> None:
+    """If `init_from` is not there yet, train it from `init_from_config` (and so on, back to stage 1)."""
+    if not cfg.init_from or (Path(cfg.init_from) / "model_index.json").is_file():
+        return
+    if not cfg.init_from_config:
+        raise FileNotFoundError(f"init_from {cfg.init_from!r} is not a pipeline folder, and no "
+                                "init_from_config says how to train it")
+    prior = load_dataclass(TrainConfig, cfg.init_from_config)
+    if Path(prior.out_dir) != Path(cfg.init_from):
+        raise ValueError(f"init_from_config {cfg.init_from_config!r} writes {prior.out_dir!r}, "
+                         f"not init_from {cfg.init_from!r}")
+    log.info("%s is missing: training it first from %s", cfg.init_from, cfg.init_from_config)
+    train(prior)
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Run every stage; returns the exported pipeline folder."""
+    """Run every stage (after any earlier training stage it continues from); returns the exported folder."""
     from diffusers.training_utils import EMAModel
 
+    train_prior_stage(cfg)
     torch.set_num_threads(cfg.threads)
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
