@@ -5,6 +5,7 @@ Outputs: `<model>/README.md` and `<model>/loss_curve.png`.
 
 Usage:
     python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval [notes.md]
+The shipped card: ... reports/miniworld_eval reports/miniworld_eval/card_notes.md (how the model got here).
 """
 from __future__ import annotations
 
