@@ -4,8 +4,9 @@ Inputs: `<model>/training_record.json` (train.py) and an evaluation folder (eval
 Outputs: `<model>/README.md` and `<model>/loss_curve.png`.
 
 Usage:
-    python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval [notes.md]
-The shipped card: ... reports/miniworld_eval reports/miniworld_eval/card_notes.md (how the model got here).
+    python -m compseed_lib.miniworld.card MODEL_DIR [EVAL_DIR [NOTES.md]]
+    # the shipped card, with its notes on how the model got here:
+    python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
 """
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def train_prior_stage(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run every stage (after any earlier training stage it continues from); returns the exported folder."""
+    """One training run, after any earlier stage it continues from; returns the exported folder."""
     from diffusers.training_utils import EMAModel
 
     train_prior_stage(cfg)
