@@ -43,7 +43,7 @@ def _unnamed(c: dict) -> str:
     from .vocab import DEFAULT_BACKGROUND
 
     rule = c.get("unnamed_background", "random")
-    return f", unnamed background {DEFAULT_BACKGROUND!r}" if rule == "default" else ", unnamed background random"
+    return f", unnamed background {repr(DEFAULT_BACKGROUND) if rule == 'default' else rule}"
 
 
 def _stage_line(i: int, rec: dict) -> str:

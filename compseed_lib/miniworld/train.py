@@ -235,9 +235,20 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
                  for i in tqdm(range(0, len(images), 256), desc="encode")]
         z = torch.cat(parts)
         save_file({"latents": z.half().contiguous()}, str(path), metadata=meta)
-    if not cfg.init_from:  # a continued run keeps the scale its UNet was trained at
-        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    set_latent_scale(cfg, vae, z)
     return z
+
+
+def set_latent_scale(cfg: TrainConfig, vae, latents: torch.Tensor | None = None) -> None:
+    """scaling_factor = 1 / std of the scenes' latents (read from the cache when not given); a run
+    continued from `init_from` keeps the scale its UNet was trained at."""
+    if cfg.init_from:
+        return
+    if latents is None:
+        from safetensors.torch import load_file
+
+        latents = load_file(str(Path(cfg.work_dir) / "latents.safetensors"))["latents"].float()
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
 
 
 # ---------------------------------------------------------------------------- stage 4: UNet + text
@@ -363,17 +374,17 @@ def train(cfg: TrainConfig) -> Path:
     # 5. export EMA weights
     ema_unet.copy_to(unet.parameters())
     ema_text.copy_to(text_encoder.parameters())
-    # a fresh tokenizer: the one above keeps the padding state of the batch call in its tokenizer.json
-    return export(cfg, spec, build_tokenizer(spec), text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
+    return export(cfg, spec, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
                   time.time() - t_start)
 
 
-def export(cfg: TrainConfig, spec: MiniModelSpec, tokenizer, text_encoder, vae, unet, history, seconds):
-    """Save the pipeline (safetensors) and its training record into out_dir, atomically."""
+def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, history, seconds):
+    """Save the pipeline (safetensors) and its training record into out_dir, atomically. The tokenizer
+    is built fresh from the spec: one that has tokenized a padded batch keeps that padding in its file."""
     out = Path(cfg.out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe = assemble_pipeline(spec, tokenizer, text_encoder, vae, unet)
+    pipe = assemble_pipeline(spec, build_tokenizer(spec), text_encoder, vae, unet)
     pipe.save_pretrained(tmp, safe_serialization=True)
     record = {"config": asdict(cfg), "spec": asdict(spec), "steps": cfg.steps,
               "images_seen": cfg.steps * cfg.batch, "vae_images_seen": cfg.vae_steps * cfg.vae_batch,
@@ -411,12 +422,10 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) ->
         for i, p in enumerate(module.parameters()):
             p.data.copy_(shadow[str(i)])
     vae = AutoencoderKL.from_pretrained(work / "vae")
-    if not cfg.init_from:
-        z = load_file(str(work / "latents.safetensors"))["latents"].float()
-        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    set_latent_scale(cfg, vae)
     state = json.loads((ck / "state.json").read_text())
     cfg = TrainConfig(**{**asdict(cfg), "steps": state["step"]})
-    return export(cfg, spec, tokenizer, text_encoder, vae, unet, state["history"], 0.0)
+    return export(cfg, spec, text_encoder, vae, unet, state["history"], 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
