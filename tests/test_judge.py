@@ -21,7 +21,7 @@ from compseed_lib.store import Run, atomic_write_bytes, sha256_bytes
 
 COUNT_CASES = [
     ("3", 3), ("12", 12), ("There are 12 balls.", 12), ("there are 12", 12), ("twelve", 12),
-    ("Three", 3), ("3. There are 3 stars.", 3), ("0", 0), ("none", 0), ("No.", 0), ("zero", 0),
+    ("Three", 3), ("3. There are 3 stars.", 3), ("0", 0), ("none", 0), ("No.", None), ("zero", 0),
     ("There are no balls in the image.", 0), ("2 or 3", None), ("two or three", None),
     ("between 4 and 5", None), ("I can't tell.", None), ("unknown", None),
     ("Sorry, I cannot count them.", None), ('{"answer": "3"}', 3), ('{"count": 3}', 3),
