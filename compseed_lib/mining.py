@@ -124,6 +124,19 @@ def seed_accuracy(df: pd.DataFrame, by_category: bool = True, alpha: float = 0.0
     return res[cols].sort_values(["category", "seed"], kind="mergesort").reset_index(drop=True)
 
 
+def category_accuracy(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per category (and 'all'): images, answers judged, unknown answers left out, accuracy, Wilson [lo, hi]."""
+    d = _prepare(df, by_category=True)
+    d = pd.concat([d, d.assign(category=ALL)], ignore_index=True)
+    d["judged"] = ~d["unjudged"]
+    res = (d.groupby("category", sort=True)
+           .agg(images=("seed", "size"), n=("judged", "sum"), correct=("correct", "sum"),
+                n_unknown=("unjudged", "sum")).reset_index())
+    res["accuracy"] = np.where(res["n"] > 0, res["correct"] / res["n"].clip(lower=1), np.nan)
+    res["lo"], res["hi"] = wilson_interval(res["correct"].to_numpy(), res["n"].to_numpy(), alpha)
+    return res[["category", "images", "n", "n_unknown", "correct", "accuracy", "lo", "hi"]]
+
+
 def _ranked(acc: pd.DataFrame) -> pd.DataFrame:
     """Sort by category, then accuracy desc, Wilson lower bound desc, seed asc (deterministic)."""
     return acc.sort_values(["category", "accuracy", "lo", "seed"], ascending=[True, False, False, True],
@@ -193,7 +206,7 @@ def split_half_reliability(df: pd.DataFrame, n_permutations: int = 2000, seed: i
     for cat, sub in _groups(_prepare(df, by_category)):
         row = dict(category=cat, n_seeds=0, n_prompts_a=0, n_prompts_b=0, mean_acc_a=np.nan,
                    mean_acc_b=np.nan, r=np.nan, spearman=np.nan, p=np.nan,
-                   n_permutations=n_permutations, note="")
+                   n_permutations=n_permutations, n_unknown=int(sub["unjudged"].sum()), note="")
         pids = sub["prompt_id"].unique()
         if len(pids) < 2:
             rows.append(row | dict(note=f"only {len(pids)} prompt(s): cannot split"))
@@ -247,7 +260,7 @@ def topk_transfer(df: pd.DataFrame, k: int = 3, n_random: int = 2000, seed: int 
         row = dict(category=cat, k=k_eff, topk_seeds="", topk_acc_select=np.nan, topk_acc_score=np.nan,
                    mean_acc_score=np.nan, random_k_acc_score=np.nan, random_k_p=np.nan,
                    gain_vs_mean=np.nan, n_seeds=len(pair), n_prompts_select=len(ids_sel),
-                   n_prompts_score=len(ids_sco), note="")
+                   n_prompts_score=len(ids_sco), n_unknown=int(sub["unjudged"].sum()), note="")
         if not ids_sel or not ids_sco or pair.empty:
             row["note"] = (f"no seeds judged on both sets ({len(ids_sel)} select / {len(ids_sco)} "
                            "score prompts)")

@@ -129,8 +129,19 @@ class Ledger:
         self._insert("images", IMAGE_COLUMNS, rows, "REPLACE")
 
     def add_judgements(self, rows: list[dict]) -> None:
-        """Insert judgement rows; an existing (image, judge, question) row is kept as it is."""
-        self._insert("judgements", JUDGEMENT_COLUMNS, rows, "IGNORE")
+        """Insert judgement rows. An existing row of the same image version (same sha256) is kept as it
+        is; a row that judged an earlier version of the image (another sha256) is replaced."""
+        if not rows:
+            return
+        cols = JUDGEMENT_COLUMNS
+        key = ("stage", "prompt_id", "seed", "judge_model", "question")
+        update = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in key)
+        with self.connect() as con:
+            con.executemany(
+                f"INSERT INTO judgements ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
+                f"ON CONFLICT ({','.join(key)}) DO UPDATE SET {update} "
+                f"WHERE judgements.image_sha256 IS NOT excluded.image_sha256",
+                [[r.get(c, time.time() if c == "created" else None) for c in cols] for r in rows])
 
     def cached_answer(self, image_sha256: str, judge_model: str, question: str) -> str | None:
         """Raw answer already given for this image hash, judge and question, if any."""

@@ -207,6 +207,39 @@ def test_corrupt_or_missing_image_names_the_file_and_writes_nothing(tmp_path, en
     assert run.ledger.query("SELECT COUNT(*) AS n FROM judgements")["n"][0] == 0
 
 
+def test_image_damaged_after_judging_is_named_before_any_table_reads_it(tmp_path, endpoint):
+    run, ps = _make_run(tmp_path)
+    cfg = JudgeConfig(base_url=endpoint[0])
+    judge.judge_stage(run, "base", ps, cfg, progress=False)
+    bad = run.image_path("base", ps[0].id, 0)
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated after it was judged
+    with pytest.raises(judge.CorruptImageError, match=f"{bad.name} is corrupt.*compseed run"):
+        judge.judge_stage(run, "base", ps, cfg, progress=False)
+
+
+def test_regenerated_image_with_another_hash_is_judged_again(tmp_path, endpoint):
+    """A judgement belongs to one version of an image: a file made again (another batch size can change
+    a pixel by 1/255, so its hash) gets a fresh judgement instead of the old one."""
+    from compseed_lib.miniworld import render_count
+
+    run, ps = _make_run(tmp_path)
+    cfg = JudgeConfig(base_url=endpoint[0])
+    judge.judge_stage(run, "base", ps, cfg, progress=False)
+    p = next(q for q in ps if q.kind == "count")
+    row = run.ledger.images("base").query("prompt_id == @p.id and seed == 0").iloc[0].to_dict()
+    wrong = png_bytes(render_count(p.obj.name, p.count + 1, p.background, seed=99).image)
+    atomic_write_bytes(run.root / row["path"], wrong)
+    run.ledger.add_images([{**row, "sha256": sha256_bytes(wrong)}])
+    before = _stats(endpoint[0])
+    df = judge.judge_stage(run, "base", ps, cfg, progress=False)
+    assert _stats(endpoint[0]) - before == 1 and len(df) == 8
+    new = df.query("prompt_id == @p.id and seed == 0").iloc[0]
+    assert new["image_sha256"] == sha256_bytes(wrong) and new["parsed_answer"] == str(p.count + 1)
+    assert not new["correct"]
+    # the table holds only the prompts asked for now
+    assert set(judge.judge_stage(run, "base", ps[:2], cfg, progress=False)["prompt_id"]) == {ps[0].id, ps[1].id}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

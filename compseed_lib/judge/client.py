@@ -229,14 +229,37 @@ def _row(stage: str, model: str, job: _Job, raw: str) -> dict:
                 parsed_answer=answer_text(parsed), correct=None if correct is None else int(correct))
 
 
+_REGENERATE = "`compseed run <config>` generates it again (files that do not match the ledger are remade), then judges it"
+
+
+def _verified_file(run: Run, row, stage: str) -> Path:
+    """The image file of a ledger row, checked against the row's sha256 (a clear error naming it if not)."""
+    path = _image_file(run, row)
+    where = f"ledger row {stage}/{row.prompt_id}/seed {int(row.seed)}"
+    if not isinstance(row.sha256, str) or not row.sha256:
+        raise CorruptImageError(f"image file {path} has no sha256 in its {where}: {_REGENERATE}")
+    if not path.is_file():
+        raise CorruptImageError(f"image file {path} is missing ({where}): {_REGENERATE}")
+    if sha256_file(path) != row.sha256:
+        raise CorruptImageError(f"image file {path} is corrupt or was changed: its sha256 differs from its "
+                                f"{where} ({row.sha256[:12]}…): {_REGENERATE}")
+    return path
+
+
 def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tuple[list[_Job], dict]:
-    """Jobs without a judgement row yet (files verified), and the answer cache {(sha, question): raw}."""
+    """Jobs without a judgement of the image as it is now, and the answer cache {(sha, question): raw}.
+
+    Every image file of the stage is checked against its ledger hash first, judged or not, so a file
+    damaged after judging is reported (by name) before any table or figure reads it. A judgement made
+    of an earlier version of the image (another hash: regenerated, e.g. with another batch size) is
+    stale and asked again.
+    """
     by_id = {p.id: p for p in prompts}
     images = run.ledger.images(stage)
     images = images[images["prompt_id"].isin(list(by_id))]
-    done = run.ledger.query("SELECT prompt_id, seed, question FROM judgements "
+    done = run.ledger.query("SELECT prompt_id, seed, question, image_sha256 FROM judgements "
                             "WHERE stage=? AND judge_model=?", (stage, model))
-    done_keys = {(r.prompt_id, int(r.seed), r.question) for r in done.itertuples()}
+    done_keys = {(r.prompt_id, int(r.seed), r.question): r.image_sha256 for r in done.itertuples()}
     cached = run.ledger.query("SELECT image_sha256, question, raw_answer FROM judgements WHERE judge_model=? "
                               "AND raw_answer IS NOT NULL", (model,))
     cache = {(r.image_sha256, r.question): r.raw_answer for r in cached.itertuples()}
@@ -244,18 +267,9 @@ def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tu
     for row in images.itertuples():
         prompt, seed = by_id[row.prompt_id], int(row.seed)
         question = question_for(prompt)
-        if (prompt.id, seed, question) in done_keys:
+        path = _verified_file(run, row, stage)
+        if done_keys.get((prompt.id, seed, question)) == row.sha256:
             continue
-        path = _image_file(run, row)
-        if not isinstance(row.sha256, str) or not row.sha256:
-            raise CorruptImageError(f"image row ({stage}, {prompt.id}, seed {seed}) has no sha256; "
-                                    f"regenerate {path}")
-        if not path.is_file():
-            raise CorruptImageError(f"image file {path} is missing (ledger row {stage}/{prompt.id}/seed "
-                                    f"{seed}); regenerate the stage")
-        if sha256_file(path) != row.sha256:
-            raise CorruptImageError(f"image file {path} is corrupt: its sha256 differs from the ledger "
-                                    f"row ({row.sha256[:12]}…); regenerate the stage")
         jobs.append(_Job(prompt, seed, question, row.sha256, path))
     return jobs, cache
 
@@ -320,7 +334,12 @@ def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
         with open_endpoint(cfg) as endpoint:
             sent = run_sync(_ask_all(to_send, stage, run, endpoint, cfg, progress))
         log.info("judge %s: %d requests sent for %d images", stage, sent, len(to_send))
-    return run.ledger.judgements(stage, model)
+    judged = run.ledger.judgements(stage, model)
+    judged = judged[judged["prompt_id"].isin([p.id for p in prompts])].reset_index(drop=True)
+    unknown = int(judged["correct"].isna().sum())
+    log.info("judge %s: %d answers, %d unknown (a refusal or an answer with no %s: left out of every "
+             "accuracy, never scored wrong)", stage, len(judged), unknown, "count or verdict")
+    return judged
 
 
 def ask(image, question: str, cfg: JudgeConfig | None = None) -> str:
