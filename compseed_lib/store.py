@@ -66,12 +66,35 @@ def sha256_file(path: str | Path) -> str:
     return sha256_bytes(Path(path).read_bytes())
 
 
+class CorruptImageError(ValueError):
+    """An image file is missing or differs from its ledger row (the message names the file)."""
+
+
+REGENERATE_HINT = ("`compseed run <config>` makes it again (a file that does not match the ledger is "
+                   "regenerated), then judges it")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # elsewhere: read it by setting it, and put it straight back
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
+    The file gets the permissions of a plain `open()` under the user's umask (not mkstemp's 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -214,6 +237,42 @@ class Run:
     def image_path(self, stage: str, prompt_id: str, seed: int) -> Path:
         """Where the image of (stage, prompt id, seed) lives."""
         return self.root / "images" / check_safe_name(stage, "stage") / image_filename(prompt_id, seed)
+
+    def verified_image(self, row) -> Path:
+        """The file of an image ledger row, checked against the row's sha256; `CorruptImageError` naming
+        the file (and what to run) when it is missing or differs."""
+        row = row if hasattr(row, "prompt_id") else pd.Series(row)
+        seed = int(row.seed)
+        path = self._image_file(row)
+        where = f"ledger row {row.stage}/{row.prompt_id}/seed {seed}"
+        if not isinstance(row.sha256, str) or not row.sha256:
+            raise CorruptImageError(f"image file {path} has no sha256 in its {where}: {REGENERATE_HINT}")
+        if not path.is_file():
+            raise CorruptImageError(f"image file {path} is missing ({where}): {REGENERATE_HINT}")
+        if sha256_file(path) != row.sha256:
+            raise CorruptImageError(f"image file {path} is corrupt or was changed: its sha256 differs from "
+                                    f"its {where} ({row.sha256[:12]}…): {REGENERATE_HINT}")
+        return path
+
+    def _image_file(self, row) -> Path:
+        """Where a row's file lives: its `path` (relative to the run, or as given), else the default."""
+        default = self.image_path(row.stage, row.prompt_id, int(row.seed))
+        if not isinstance(row.path, str) or not row.path:
+            return default
+        path = Path(row.path)
+        if path.is_absolute():
+            return path
+        for candidate in (self.root / path, path, default):
+            if candidate.is_file():
+                return candidate
+        return self.root / path
+
+    def read_image(self, row):
+        """The RGB PIL image of an image ledger row, verified first (see `verified_image`)."""
+        from PIL import Image
+
+        with Image.open(self.verified_image(row)) as im:
+            return im.convert("RGB")
 
     def save_table(self, df: pd.DataFrame, name: str) -> Path:
         """Write a table as CSV under tables/ (atomically)."""

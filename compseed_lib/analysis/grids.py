@@ -14,7 +14,6 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 
 def image_grid(run, stage: str, prompt_ids: list[str] | None = None, seeds: list[int] | None = None,
@@ -29,14 +28,15 @@ def image_grid(run, stage: str, prompt_ids: list[str] | None = None, seeds: list
     if judged is not None and not judged.empty:
         verdict = {(r.prompt_id, r.seed): r.correct for r in judged.itertuples()}
     text = dict(zip(rows["prompt_id"], rows["prompt"]))
+    by_key = {(r.prompt_id, int(r.seed)): r for r in rows.itertuples()}
     fig, axes = plt.subplots(len(prompt_ids), len(seeds), squeeze=False,
                              figsize=(1.1 * len(seeds) + 2.2, 1.1 * len(prompt_ids) + 0.4))
     for i, pid in enumerate(prompt_ids):
         for j, seed in enumerate(seeds):
             ax = axes[i, j]
-            path = run.image_path(stage, pid, int(seed))
-            if path.is_file():
-                ax.imshow(np.asarray(Image.open(path).convert("RGB")), interpolation="nearest")
+            row = by_key.get((pid, int(seed)))
+            if row is not None:  # checked against its ledger hash: a damaged file is named, not drawn
+                ax.imshow(np.asarray(run.read_image(row)), interpolation="nearest")
             ok = verdict.get((pid, seed))
             if ok is not None and not pd.isna(ok):
                 for side in ax.spines.values():

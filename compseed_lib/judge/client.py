@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..config import JudgeConfig
 from ..prompts import Prompt
-from ..store import Run, sha256_bytes, sha256_file
+from ..store import CorruptImageError, Run, sha256_bytes
 from .parse import answer_text, is_correct, parse_answer
 from .registry import open_endpoint, resolve
 from .templates import question_for
@@ -58,10 +58,6 @@ class JudgeError(RuntimeError):
 
 class JudgeUnavailable(JudgeError):
     """The judge server is down, unreachable, or kept failing after all retries."""
-
-
-class CorruptImageError(JudgeError, ValueError):
-    """An image file is missing or its sha256 differs from its ledger row (message names the file)."""
 
 
 def _cause(e: BaseException) -> str:
@@ -207,43 +203,12 @@ class _Job:
     path: Path
 
 
-def _image_file(run: Run, row) -> Path:
-    """Where an image row's file lives: its `path` (relative to the run, or as given), else the default."""
-    default = run.image_path(row.stage, row.prompt_id, int(row.seed))
-    if not isinstance(row.path, str) or not row.path:
-        return default
-    path = Path(row.path)
-    if path.is_absolute():
-        return path
-    for candidate in (run.root / path, path, default):
-        if candidate.is_file():
-            return candidate
-    return run.root / path
-
-
 def _row(stage: str, model: str, job: _Job, raw: str) -> dict:
     parsed = parse_answer(job.prompt, raw)
     correct = is_correct(job.prompt, parsed)
     return dict(stage=stage, prompt_id=job.prompt.id, seed=job.seed, judge_model=model,
                 question=job.question, image_sha256=job.sha256, raw_answer=raw,
                 parsed_answer=answer_text(parsed), correct=None if correct is None else int(correct))
-
-
-_REGENERATE = "`compseed run <config>` generates it again (files that do not match the ledger are remade), then judges it"
-
-
-def _verified_file(run: Run, row, stage: str) -> Path:
-    """The image file of a ledger row, checked against the row's sha256 (a clear error naming it if not)."""
-    path = _image_file(run, row)
-    where = f"ledger row {stage}/{row.prompt_id}/seed {int(row.seed)}"
-    if not isinstance(row.sha256, str) or not row.sha256:
-        raise CorruptImageError(f"image file {path} has no sha256 in its {where}: {_REGENERATE}")
-    if not path.is_file():
-        raise CorruptImageError(f"image file {path} is missing ({where}): {_REGENERATE}")
-    if sha256_file(path) != row.sha256:
-        raise CorruptImageError(f"image file {path} is corrupt or was changed: its sha256 differs from its "
-                                f"{where} ({row.sha256[:12]}…): {_REGENERATE}")
-    return path
 
 
 def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tuple[list[_Job], dict]:
@@ -267,7 +232,7 @@ def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tu
     for row in images.itertuples():
         prompt, seed = by_id[row.prompt_id], int(row.seed)
         question = question_for(prompt)
-        path = _verified_file(run, row, stage)
+        path = run.verified_image(row)
         if done_keys.get((prompt.id, seed, question)) == row.sha256:
             continue
         jobs.append(_Job(prompt, seed, question, row.sha256, path))

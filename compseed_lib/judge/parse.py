@@ -204,7 +204,8 @@ def _numbers(tokens: list[str], singular: tuple[tuple[str, ...], ...]) -> list[t
         elif t in UNITS:
             out.append((i, i + 1, UNITS[t]))
             i += 1
-        elif t in ("a", "an", "single") and any(_match(tokens, j, singular) for j in range(i + 1, min(i + 3, len(tokens)))):
+        elif t in ("a", "an", "single") and any(_match(tokens, j, singular)
+                                                for j in range(i + 1, min(i + 3, len(tokens)))):
             out.append((i, i + 1, 1))  # "a ball", "a red ball": one of the asked object
             i += 1
         else:
@@ -327,10 +328,11 @@ def _relation_statements(s: str, relation) -> list[bool]:
         if holds is None:
             if neg:
                 continue
-            holds = False  # "the ball is above the star" when asked left: another relation, not this one
+            holds = False  # "the ball is above the star", asked left: another relation, not this one
         out.append(holds != bool(neg))
-    absent = re.compile(rf"\b(?:there (?:is|are) no|there (?:isn't|aren't) (?:a |an |any )?|no|without (?:a |an |any )?)"
-                        rf"\s*({alt(a_words)}|{alt(b_words)})\b|\b({alt(a_words)}|{alt(b_words)}) (?:is|are) "
+    either = f"{alt(a_words)}|{alt(b_words)}"
+    absent = re.compile(rf"\b(?:there (?:is|are) no|there (?:isn't|aren't) (?:a |an |any )?|no|"
+                        rf"without (?:a |an |any )?)\s*({either})\b|\b({either}) (?:is|are) "
                         rf"(?:not|n't) (?:present|visible|shown|in the image)")
     if absent.search(s):
         out.append(False)
