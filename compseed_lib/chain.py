@@ -1,95 +1,290 @@
 """The notebook chain: `compseed run <config>` executes notebooks/00_… in order with papermill.
 
-Inputs: a config file (configs/*.yaml) and optional `key=value` overrides.
+Inputs: a config file (configs/*.yaml), optional `key=value` overrides, optionally which notebooks and
+which image stage.
 Outputs: the run directory `runs/<name>/` (see store.py) and executed notebooks plus copies of the
 run's figures in `reports/<name>/`.
 
+One config per run, and it is the one in force. Before anything is written, `start_run`:
+1. checks every value (`config.validate`) and every resource (`preflight`: prompt files and lists,
+   the model folder or name, the judge's API key, whether the judge can answer the world's
+   questions, notebooks that need earlier stages' output);
+2. compares the config with the run's finished work: a change that would alter images already made in
+   the stages this run writes (model, steps, guidance, size, dtype, generator device) is refused with
+   what differs and what to do (a new run name, or `--stage NAME` for a new image stage);
+3. only then records the config in `runs/<name>/config.yaml`, which every notebook reads.
+A bad input therefore leaves no run directory and no report behind.
+
 Usage:
     from compseed_lib.chain import run_chain
-    run_chain("configs/mini.yaml", overrides=["generate.steps=2"])
+    run_chain("configs/mini.yaml", overrides=["generate.steps=2"], notebooks=["01_generate"])
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, load_config
+import yaml
+
+from .config import ConfigError, RunConfig, load_config, validate
+from .notebook import ROOT_ENV
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS_ENV = "COMPSEED_NOTEBOOKS"  # a folder of your own copies of the stage notebooks (default: the kit's)
 # Stage notebooks in order; each reads only what earlier ones wrote to the run directory.
 CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "04_seed_reliability"]
+DEFAULT_STAGE = "base"
+# What a notebook needs from the run directory, and which notebook makes it.
+NEEDS = {"02_judge": ("images", "01_generate"), "03_mine_seeds": ("judgements", "02_judge"),
+         "04_seed_reliability": ("judgements", "02_judge")}
+# Settings that decide an image's pixels: a stage keeps one value of each.
+IMAGE_SETTINGS = ("model", "steps", "guidance", "height", "width", "generator_device", "dtype")
 
 
 class ChainError(RuntimeError):
-    """A notebook of the chain failed; the message names it and the library's error."""
+    """A notebook of the chain failed; the message names it, the cause and the executed notebook."""
 
 
-def check_inputs(cfg: RunConfig) -> None:
-    """Fail before any model work when the config names something that cannot exist."""
-    from . import prompts
-    from .store import check_safe_name
+class ChainInterrupted(ChainError):
+    """The chain was stopped with Ctrl-C."""
 
-    check_safe_name(cfg.name, "run name")
-    prompts.folder(cfg.prompts.world)
-    if cfg.prompts.split not in prompts.SPLITS:
-        raise ConfigError(f"prompts.split {cfg.prompts.split!r}: use one of {list(prompts.SPLITS)}")
-    g = cfg.generate
-    if not g.seeds or any(s < 0 for s in g.seeds) or len(set(g.seeds)) != len(g.seeds):
-        raise ConfigError(f"generate.seeds must be distinct non-negative integers, got {g.seeds}")
-    for key in ("steps", "batch_size", "height", "width"):
-        if getattr(g, key) <= 0:
-            raise ConfigError(f"generate.{key} must be positive, got {getattr(g, key)}")
-    if g.height % 8 or g.width % 8:
-        raise ConfigError(f"generate.height/width must be multiples of 8, got {g.height}x{g.width}")
-    for key, ok in (("device", ("auto", "cpu", "cuda", "mps")),
-                    ("dtype", ("auto", "float32", "float16", "bfloat16")),
-                    ("generator_device", ("cpu", "cuda"))):
-        value = getattr(cfg.model, key)
-        if value not in ok and not (key == "device" and value.startswith("cuda:")):
-            raise ConfigError(f"model.{key} {value!r}: use one of {list(ok)}")
+
+def notebook_dir() -> Path:
+    """Where the stage notebooks are read from: `$COMPSEED_NOTEBOOKS`, else the kit's notebooks/."""
+    return Path(os.environ.get(NOTEBOOKS_ENV) or REPO_ROOT / "notebooks")
+
+
+def heldout_stage(stage: str) -> str:
+    """Image stage of the held-out prompts that go with `stage` ('base' -> 'heldout')."""
+    return "heldout" if stage == DEFAULT_STAGE else f"{stage}_heldout"
+
+
+# ------------------------------------------------------------------ checks before any work
+def check_inputs(cfg: RunConfig) -> list:
+    """Values and resources of a config, before any model work: returns the prompts it names."""
+    validate(cfg)
+    return preflight(cfg)
+
+
+def preflight(cfg: RunConfig) -> list:
+    """Resources a config names, checked without generating: prompts, model, judge. Returns the prompts."""
+    from . import pipelines, prompts
     from .judge import registry
 
-    registry.resolve(cfg.judge)
+    ps = prompts.for_config(cfg.prompts)
+    for kind in cfg.prompts.kinds:
+        if not any(p.kind == kind for p in ps):
+            raise ConfigError(f"prompts: world {cfg.prompts.world!r}, split {cfg.prompts.split!r} has no "
+                              f"{kind} prompts (prompts.kinds asks for {list(cfg.prompts.kinds)})")
+    pipelines.check_size(cfg.model, cfg.generate.height, cfg.generate.width)  # also checks the source
+    lo, hi = pipelines.trained_counts(cfg.model.pipeline) or (None, None)
+    if lo is not None and "count" in cfg.prompts.kinds:
+        outside = sorted(c for c in cfg.prompts.counts if not lo <= c <= hi)
+        if outside:
+            log.warning("prompts.counts %s lie outside what %s was trained on (%d to %d): expect it to "
+                        "get them wrong", outside, cfg.model.pipeline, lo, hi)
+    spec = registry.resolve(cfg.judge)
+    registry.api_key(spec)
+    registry.check_answerable(spec, ps)
+    return ps
+
+
+def _existing_settings(run_root: Path, stage: str) -> tuple[int, dict]:
+    """(number of images, {setting: values}) of an image stage in a run's ledger, read-only."""
+    import sqlite3
+
+    db = run_root / "ledger.sqlite"
+    if not db.is_file():
+        return 0, {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+    try:
+        n = con.execute("SELECT COUNT(*) FROM images WHERE stage=?", (stage,)).fetchone()[0]
+        values = {k: [r[0] for r in con.execute(f"SELECT DISTINCT {k} FROM images WHERE stage=?", (stage,))]
+                  for k in IMAGE_SETTINGS}
+    except sqlite3.DatabaseError:
+        return 0, {}
+    finally:
+        con.close()
+    return n, values
+
+
+def wanted_settings(cfg: RunConfig) -> dict:
+    """The image settings a config asks for, as the ledger records them (no model is loaded)."""
+    from . import pipelines
+
+    device = pipelines.resolve_device(cfg.model.device)
+    dtype = str(pipelines.resolve_dtype(cfg.model.dtype, device)).removeprefix("torch.")
+    model = cfg.model.pipeline + (f"@{cfg.model.revision}" if cfg.model.revision else "")
+    g = cfg.generate
+    return dict(model=model, steps=g.steps, guidance=float(g.guidance), height=g.height, width=g.width,
+                generator_device=cfg.model.generator_device, dtype=dtype)
+
+
+def conflicts(cfg: RunConfig, stages: list[str]) -> list[str]:
+    """How the config differs from the finished images of `stages` in its run ('' list: compatible)."""
+    want = wanted_settings(cfg)
+    out = []
+    for stage in stages:
+        n, have = _existing_settings(cfg.run_dir, stage)
+        if not n:
+            continue
+        diffs = []
+        for key in IMAGE_SETTINGS:
+            for value in have.get(key, []):
+                if value is None:
+                    continue
+                same = math.isclose(float(value), want[key]) if key == "guidance" else str(value) == str(want[key])
+                if not same:
+                    diffs.append(f"{key} {value} -> {want[key]}")
+                    break
+        if diffs:
+            out.append(f"stage {stage!r} holds {n} images made with other settings ({'; '.join(diffs)})")
+    return out
+
+
+def _check_needs(cfg: RunConfig, names: list[str], stage: str) -> None:
+    """A notebook run without the one that makes its input must find that input in the run."""
+    for name in names:
+        need = NEEDS.get(name)
+        if need is None or need[1] in names:
+            continue
+        what, maker = need
+        n, _ = _existing_settings(cfg.run_dir, stage)
+        table = cfg.run_dir / "tables" / f"judgements_{stage}.csv"
+        if (what == "images" and not n) or (what == "judgements" and not table.is_file()):
+            raise ConfigError(f"{name} needs the {what} of stage {stage!r}, and {cfg.run_dir} has none: run "
+                              f"{maker} first (compseed run <config> --only {maker},{name})")
+
+
+def recorded_config(run_root: Path) -> dict | None:
+    """The config a run recorded (None when the run does not exist yet)."""
+    path = Path(run_root) / "config.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    data.pop("versions", None)
+    return data
+
+
+def start_run(cfg: RunConfig, stage: str = DEFAULT_STAGE, notebooks: list[str] | None = None):
+    """Check `cfg` (values, resources, finished work), then record it as the run's config; the `Run`."""
+    from .store import Run
+
+    check_inputs(cfg)
+    names = notebooks or CHAIN
+    _check_needs(cfg, names, stage)
+    clash = conflicts(cfg, [stage, heldout_stage(stage)])
+    if clash:
+        raise ConfigError(
+            f"{cfg.run_dir}: {'; '.join(clash)}. Nothing was changed. To keep both, start a new run "
+            f"(--set name={cfg.name}-2) or put the new images in a new stage of this run (--stage NAME); "
+            f"to redo this run with the new settings, delete {cfg.run_dir} first.")
+    old = recorded_config(cfg.run_dir)
+    new = cfg.to_dict()
+    if old is not None and old != new:
+        changed = sorted(_diff_keys(old, new))
+        log.info("run %s: config changed (%s); finished images are unaffected", cfg.name, ", ".join(changed))
+    return Run.create(cfg)
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _diff_keys(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(prefix + k)
+    return out
+
+
+# ------------------------------------------------------------------ running notebooks
+@contextmanager
+def _kernel_env() -> Iterator[None]:
+    """For the kernels started inside: this interpreter first on PATH, the project root named."""
+    saved = {k: os.environ.get(k) for k in ("PATH", ROOT_ENV)}
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    os.environ[ROOT_ENV] = os.getcwd()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
+    if name == CHAIN[0]:
+        return {"config": str(config), "overrides": list(overrides or []), "stage": stage}
+    params = {"run_dir": str(cfg.run_dir), "stage": stage}
+    if name == "04_seed_reliability":
+        params["heldout_stage"] = heldout_stage(stage)
+    return params
+
+
+def _execute(name: str, out: Path, params: dict) -> None:
+    """One notebook through papermill; every failure becomes a one-line `ChainError`."""
+    import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+
+    source = os.path.relpath(notebook_dir() / f"{name}.ipynb")  # no machine paths in the executed copy
+    kept = f"executed notebook kept at {out}"
+    try:
+        pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
+                            progress_bar=False, log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except pm.PapermillExecutionError as e:
+        if e.ename == "KeyboardInterrupt":
+            raise ChainInterrupted(f"{name} interrupted; finished work is kept and the same command "
+                                   f"resumes it ({kept})") from None
+        raise ChainError(f"{name} failed: {e.ename}: {e.evalue} ({kept})") from e
+    except DeadKernelError as e:
+        raise ChainError(f"{name} failed: the notebook's kernel died (killed by the system, most often for "
+                         f"running out of memory: try a smaller generate.batch_size) ({kept})") from e
+    except KeyboardInterrupt:
+        raise ChainInterrupted(f"{name} interrupted; finished work is kept and the same command resumes it "
+                               f"({kept})") from None
+    except RuntimeError as e:  # the kernel did not start, or nbclient gave up on it
+        raise ChainError(f"{name} failed: {type(e).__name__}: {e} ({kept})") from e
 
 
 def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks: list[str] | None = None,
-              report_root: str | Path = "reports", stream: bool = False) -> Path:
-    """Execute the chain for a config; returns the report folder. `stream` echoes notebook output."""
-    import papermill as pm
+              report_root: str | Path = "reports", stage: str = DEFAULT_STAGE, show: bool = True) -> Path:
+    """Execute the chain for a config; returns the report folder. `show` relays progress and logs."""
+    from .progress import EventRelay
+    from .store import check_safe_name
 
-    cfg = load_config(config, overrides)
-    check_inputs(cfg)
     names = notebooks or CHAIN
     unknown = [n for n in names if n not in CHAIN]
     if unknown:
         raise ConfigError(f"unknown notebook(s) {unknown}: the chain is {CHAIN}")
+    names = [n for n in CHAIN if n in names]  # always in chain order
+    try:
+        check_safe_name(stage, "stage")
+    except ValueError as e:
+        raise ConfigError(f"--stage: {e}") from None
+    cfg = load_config(config, overrides)
+    start_run(cfg, stage, names)  # everything checked, then the config recorded; nothing written before
     report_dir = Path(report_root) / cfg.name
     report_dir.mkdir(parents=True, exist_ok=True)
-    # The kernel must be this interpreter (the one with compseed installed), whatever PATH says.
-    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     timings = {}
-    for name in names:
-        params = {"config": str(config), "overrides": list(overrides or [])} if name == CHAIN[0] \
-            else {"run_dir": str(cfg.run_dir)}
-        t0 = time.time()
-        log.info("running %s", name)
-        out = report_dir / f"{name}.ipynb"
-        try:
-            # a relative input path keeps this machine's folders out of the executed notebook
-            source = os.path.relpath(NOTEBOOK_DIR / f"{name}.ipynb")
-            pm.execute_notebook(source, str(out), parameters=params,
-                                kernel_name="python3", cwd=os.getcwd(), progress_bar=False,
-                                log_output=stream)
-        except pm.PapermillExecutionError as e:
-            raise ChainError(f"{name} failed: {e.ename}: {e.evalue}\n  full traceback in {out}") from None
-        timings[name] = round(time.time() - t0, 1)
-        log.info("%s done in %.1f s", name, timings[name])
+    with _kernel_env(), EventRelay(show=show):
+        for name in names:
+            t0 = time.time()
+            log.info("running %s", name)
+            _execute(name, report_dir / f"{name}.ipynb", _params(name, cfg, stage, config, overrides))
+            timings[name] = round(time.time() - t0, 1)
+            log.info("%s done in %.1f s", name, timings[name])
     figures = cfg.run_dir / "figures"
     if figures.is_dir():
         shutil.copytree(figures, report_dir / "figures", dirs_exist_ok=True)

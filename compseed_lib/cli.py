@@ -14,17 +14,37 @@ import sys
 
 
 def _run(args) -> int:
-    from .chain import ChainError, run_chain
+    from .chain import run_chain
 
-    only = args.only.split(",") if args.only else None
-    try:
-        report = run_chain(args.config, overrides=args.set, notebooks=only, report_root=args.reports,
-                           stream=not args.quiet)
-    except ChainError as e:
-        print(f"compseed: error: {e}", file=sys.stderr)
-        return 1
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    report = run_chain(args.config, overrides=args.set, notebooks=only, report_root=args.reports,
+                       stage=args.stage, show=not args.quiet)
     print(f"reports written to {report}")
     return 0
+
+
+def _kit_errors() -> tuple[type[BaseException], ...]:
+    """The kit's own errors: their message names the bad input, so they end in one line, no traceback."""
+    from .chain import ChainError
+    from .config import ConfigError
+    from .judge.client import JudgeError
+    from .pipelines import ModelLoadError
+    from .prompts import PromptFileError
+    from .store import CorruptImageError
+
+    return ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, ValueError
+
+
+def _setup_logging(verbose: bool) -> None:
+    """The CLI decides process-wide logging: through tqdm (live bars stay intact), quiet HTTP and papermill."""
+
+    from .progress import TqdmLoggingHandler
+
+    handler = TqdmLoggingHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for name in ("httpx", "httpx2", "httpcore", "openai", "papermill", "traitlets", "asyncio"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose and name == "papermill" else logging.WARNING)
 
 
 def _prompts(args) -> int:
@@ -59,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. generate.steps=2 (repeatable)")
     p.add_argument("--only", help="comma-separated notebook names to run (default: the whole chain)")
+    p.add_argument("--stage", default="base",
+                   help="image stage the notebooks write (default: base); a new name keeps a run's finished "
+                        "images when generation settings change")
     p.add_argument("--reports", default="reports", help="where executed notebooks go")
-    p.add_argument("--quiet", action="store_true", help="do not echo notebook output")
+    p.add_argument("--quiet", action="store_true", help="no live progress or log lines from the notebooks")
     p.set_defaults(func=_run)
     p = sub.add_parser("prompts", help="list the prompts of a world and split")
     p.add_argument("world", help="comp90, miniworld or a folder")
@@ -70,13 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
     sub.add_parser("judge-accuracy", help="measure the mini-world judge on fresh renders (see --help)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # our errors name the bad input; no traceback
+    except KeyboardInterrupt:
+        print("compseed: interrupted", file=sys.stderr)
+        return 130
+    except _kit_errors() as e:  # the message names the bad input; -v adds the traceback
+        from .chain import ChainInterrupted
+
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(e.__cause__ or e, file=sys.stderr)
         print(f"compseed: error: {e}", file=sys.stderr)
-        return 2
+        return 130 if isinstance(e, ChainInterrupted) else 1 if args.cmd == "run" else 2
 
 
 if __name__ == "__main__":

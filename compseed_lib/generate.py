@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import pipelines
 from .config import GenerateConfig
+from .progress import bar as progress_bar
 from .prompts import Prompt
 from .store import Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
 
@@ -199,7 +199,7 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
     # 3. Generate batch by batch; rows go in after their PNGs
     extra = pipelines.call_kwargs(pipe)
     start = time.perf_counter()
-    with tqdm(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar:
+    with progress_bar(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar:
         for i in range(0, len(todo), cfg.batch_size):
             batch = todo[i:i + cfg.batch_size]
             run.ledger.add_images(_run_batch(run, stage, pipe, batch, cfg, settings, shape, info, extra))

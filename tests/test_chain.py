@@ -1,28 +1,45 @@
-"""The notebook chain end to end through papermill, on the smoke config, and the CLI's errors."""
+"""The notebook chain end to end through the CLI and papermill on the smoke config: what the terminal
+shows, one config in force, refusals before any write, one-line failures, notebooks opened from notebooks/."""
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import papermill as pm
 import pytest
 
-from compseed_lib.chain import CHAIN, run_chain
-from compseed_lib.store import Run, sha256_file
+from compseed_lib.chain import CHAIN, check_inputs
+from compseed_lib.config import config_from_dict
+from compseed_lib.store import Run, atomic_write_bytes, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
+SPURIOUS = ("WARNING papermill", "Unable to parse", "Passed unknown parameter", "IPKernelApp", "torchvision",
+            "KeyboardInterrupt", "Traceback")
+
+
+def _cli(*args, cwd=REPO, env=None, timeout=600):
+    env = {**os.environ, **(env or {})}
+    env.pop("COMPSEED_EVENTS", None)
+    return subprocess.run([sys.executable, "-m", "compseed_lib.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
 def chain_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
-    overrides = [f"runs_dir={root / 'runs'}", "name=smoke"]
-    report = run_chain(REPO / "configs" / "smoke.yaml", overrides=overrides, report_root=root / "reports")
-    return root, overrides, report
+    sets = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=smoke"]
+    res = _cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"))
+    assert res.returncode == 0, res.stderr
+    return root, sets, root / "reports" / "smoke", res.stderr
 
 
 def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
-    root, _, report = chain_run
+    root, _, report, _ = chain_run
     for name in CHAIN:
         nb = json.loads((report / f"{name}.ipynb").read_text())
         errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
@@ -45,30 +62,173 @@ def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
     assert any(f.startswith("01_base_grid") for f in figures) and any("seed_accuracy" in f for f in figures)
 
 
+def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):
+    *_, stderr = chain_run
+    lines = stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("generate base:") and "12/12" in line for line in lines), stderr
+    assert any(line.startswith("judge base:") and "12/12" in line for line in lines), stderr
+    assert any(" INFO compseed_lib.generate: stage base: generated 12" in line for line in lines), stderr
+    assert any(" INFO compseed_lib.judge.client: judge base: 12 answers, 0 unknown" in line for line in lines)
+    for noise in SPURIOUS:
+        assert noise not in stderr, (noise, stderr)
+
+
 def test_rerun_reproduces_without_new_rows(chain_run):
-    root, overrides, _ = chain_run
+    root, sets, _, _ = chain_run
     run = Run.open(root / "runs" / "smoke")
     before_images, before_judged = run.ledger.images(), run.ledger.judgements()
-    run_chain(REPO / "configs" / "smoke.yaml", overrides=overrides, report_root=root / "reports2",
-              notebooks=["01_generate", "02_judge"])
+    res = _cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports2"),
+               "--only", "01_generate,02_judge")
+    assert res.returncode == 0, res.stderr
     after_images, after_judged = run.ledger.images(), run.ledger.judgements()
     pd.testing.assert_frame_equal(before_images, after_images)
     pd.testing.assert_frame_equal(before_judged.drop(columns="created"), after_judged.drop(columns="created"))
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "compseed_lib.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+def test_change_that_alters_finished_images_is_refused_before_anything_is_written(chain_run):
+    root, sets, _, _ = chain_run
+    recorded = (root / "runs" / "smoke" / "config.yaml").read_bytes()
+    res = _cli("run", "configs/smoke.yaml", *sets, "--set", "generate.steps=3", "--only", "02_judge",
+               "--reports", str(root / "refused"))
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("compseed: error:") and "stage 'base' holds 12 images" in last
+    assert "steps 2 -> 3" in last and "--stage NAME" in last and "--set name=smoke-2" in last
+    assert (root / "runs" / "smoke" / "config.yaml").read_bytes() == recorded
+    assert not (root / "refused").exists()
+    # the CLI option the message names works: the new settings go to a new stage, the old one is kept
+    res = _cli("run", "configs/smoke.yaml", *sets, "--set", "generate.steps=3", "--stage", "steps3",
+               "--only", "00_prompts,01_generate", "--reports", str(root / "steps3"))
+    assert res.returncode == 0, res.stderr
+    run = Run.open(root / "runs" / "smoke")
+    assert set(run.ledger.images("steps3")["steps"]) == {3} and set(run.ledger.images("base")["steps"]) == {2}
+    assert run.config().generate.steps == 3  # recorded once the run accepted it
 
 
-def test_cli_bad_inputs_give_one_clear_line(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("generate:\n  stpes: 3\n")
-    for args, message in (((str(bad),), "unknown config key 'generate.stpes'"),
-                          (("configs/nope.yaml",), "config file not found"),
-                          (("configs/smoke.yaml", "--set", "model.pipeline=no/such-model",
-                            "--set", f"runs_dir={tmp_path}"), "no/such-model")):
-        res = _cli("run", *args)
-        assert res.returncode != 0
-        assert message in res.stderr, res.stderr
-        assert "Traceback" not in res.stderr, res.stderr
+def test_every_stage_runs_under_the_config_given_now(chain_run):
+    """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config)."""
+    root, sets, _, _ = chain_run
+    closed = "http://127.0.0.1:9/v1"
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--set", "judge.model=other-judge",
+               "--set", f"judge.base_url={closed}", "--reports", str(root / "judge_url"), timeout=300)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("compseed: error: 02_judge failed: JudgeUnavailable") and closed in last, res.stderr
+    assert "Traceback" not in res.stderr
+    assert (root / "judge_url" / "smoke" / "02_judge.ipynb").is_file()  # the executed notebook is kept
+    assert Run.open(root / "runs" / "smoke").config().judge.base_url == closed
+
+
+def test_damaged_image_ends_in_one_line_and_the_advice_works(chain_run):
+    root, sets, _, _ = chain_run
+    run = Run.open(root / "runs" / "smoke")
+    row = run.ledger.images("base").iloc[3]
+    path = run.root / row["path"]
+    good = path.read_bytes()
+    atomic_write_bytes(path, good[: len(good) // 2])
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--reports", str(root / "damaged"))
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert "02_judge failed: CorruptImageError" in last and path.name in last and "compseed run <config>" in last
+    assert "Traceback" not in res.stderr
+    res = _cli("-v", "run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--reports", str(root / "damaged"))
+    assert res.returncode == 1 and "Traceback" in res.stderr
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "01_generate,02_judge", "--reports", str(root / "fixed"))
+    assert res.returncode == 0, res.stderr
+    assert sha256_file(path) == run.ledger.images("base").iloc[3]["sha256"]
+
+
+def _notebook(path: Path, code: str) -> None:
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+                     "outputs": [], "source": 'run_dir = "runs/x"\nstage = "base"'},
+                    {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
+                     "source": code}],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
+def test_dead_kernel_and_ctrl_c_end_in_one_line(chain_run, tmp_path):
+    root, sets, _, _ = chain_run
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    for name in CHAIN:
+        shutil.copy(REPO / "notebooks" / f"{name}.ipynb", books)
+    _notebook(books / "01_generate.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "01_generate", "--reports", str(tmp_path / "r"),
+               env={"COMPSEED_NOTEBOOKS": str(books)}, timeout=300)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("compseed: error: 01_generate failed: the notebook's kernel died"), res.stderr
+    assert "out of memory" in last and (tmp_path / "r" / "smoke" / "01_generate.ipynb").is_file()
+    assert "Traceback" not in res.stderr
+    _notebook(books / "01_generate.ipynb", "import time\nprint('working', flush=True)\ntime.sleep(120)")
+    env = {**os.environ, "COMPSEED_NOTEBOOKS": str(books)}
+    env.pop("COMPSEED_EVENTS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "compseed_lib.cli", "run", "configs/smoke.yaml", *sets,
+                             "--only", "01_generate", "--reports", str(tmp_path / "c")], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out = tmp_path / "c" / "smoke" / "01_generate.ipynb"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.is_file() and "working" in out.read_text()):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("compseed: error: 01_generate interrupted"), stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "generate.stpes=3"], "unknown config key 'generate.stpes'"),
+    (["--set", "generate.seeds=[18446744073709551616]"], "[0, 2**63)"),
+    (["--set", "prompts.counts=[2, 12]"], "prompts.counts [2, 12]"),
+    (["--set", "prompts.world=comp90"], "knows only the mini-world objects"),
+    (["--set", "prompts.world=EMPTY"], "has no spatial prompts"),
+    (["--set", "model.pipeline=./nowhere/model"], "no such folder"),
+    (["--set", "model.pipeline=BROKEN"], "lacks the component folder(s) ['unet']"),
+    (["--set", "judge.name=gpt-4o"], "OPENAI_API_KEY"),
+    (["--only", "03_mine_seeds"], "run 02_judge first"),
+    (["--stage", "../up"], "bad stage '../up'"),
+])
+def test_bad_input_leaves_no_run_and_no_report(tmp_path, args, message):
+    empty = tmp_path / "world"
+    empty.mkdir()
+    for f in (REPO / "prompt_dataset" / "miniworld").glob("*.txt"):
+        shutil.copy(f, empty)
+    (empty / "spatial_prompts_train.txt").write_text("# nothing yet\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    args = [a.replace("EMPTY", str(empty)).replace("BROKEN", str(broken)) for a in args]
+    res = _cli("run", "configs/smoke.yaml", "--set", f"runs_dir={tmp_path / 'runs'}", *args,
+               "--reports", str(tmp_path / "reports"), env={"OPENAI_API_KEY": ""}, timeout=120)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("compseed: error:") and message in lines[-1], res.stderr
+    assert "Traceback" not in res.stderr and sum("error" in line.lower() for line in lines) == 1, res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
+def test_counts_outside_the_generators_training_warn(caplog):
+    check_inputs(config_from_dict({"model": {"pipeline": "miniworld"}, "prompts": {"counts": [2, 8]}}))
+    assert any("[8] lie outside what miniworld was trained on (1 to 6)" in r.getMessage() for r in caplog.records)
+
+
+def test_notebook_opened_from_notebooks_folder_runs_with_its_defaults(tmp_path):
+    """JupyterLab starts a kernel in notebooks/: default paths must resolve against the project root."""
+    proj = tmp_path / "project"
+    shutil.copytree(REPO / "configs", proj / "configs")
+    shutil.copytree(REPO / "notebooks", proj / "notebooks")
+    env_root = os.environ.pop("COMPSEED_ROOT", None)
+    try:
+        pm.execute_notebook(str(proj / "notebooks" / "00_prompts.ipynb"), str(tmp_path / "out.ipynb"),
+                            cwd=str(proj / "notebooks"), kernel_name="python3", progress_bar=False)
+    finally:
+        if env_root is not None:
+            os.environ["COMPSEED_ROOT"] = env_root
+    assert (proj / "runs" / "mini" / "config.yaml").is_file()
+    assert (proj / "runs" / "mini" / "tables" / "prompts.csv").is_file()
+    assert not (proj / "notebooks" / "runs").exists()

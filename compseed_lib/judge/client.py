@@ -29,9 +29,9 @@ from urllib.parse import urlparse
 
 import openai
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..config import JudgeConfig
+from ..progress import bar as progress_bar
 from ..prompts import Prompt
 from ..store import CorruptImageError, Run, sha256_bytes
 from .parse import answer_text, is_correct, parse_answer
@@ -39,8 +39,6 @@ from .registry import open_endpoint, resolve
 from .templates import question_for
 
 log = logging.getLogger(__name__)
-for _name in ("httpx", "httpx2", "httpcore"):  # one INFO line per request would bury a notebook's output
-    logging.getLogger(_name).setLevel(logging.WARNING)
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
     "name": "judge_answer", "strict": True,
     "schema": {"type": "object", "properties": {"answer": {"type": "string"}},
@@ -256,7 +254,7 @@ async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, 
 
     async with JudgeClient(base_url, model, key, cfg) as jc:
         await jc.check()
-        bar = tqdm(total=len(jobs), desc=f"judge {stage}", unit="img", disable=not progress)
+        bar = progress_bar(total=len(jobs), desc=f"judge {stage}", unit="img", disable=not progress)
 
         async def worker() -> None:
             while queue:

@@ -82,6 +82,25 @@ def resolve(cfg: JudgeConfig) -> JudgeSpec:
     return dataclasses.replace(spec, **changes)
 
 
+def check_answerable(spec: JudgeSpec, prompts: list) -> None:
+    """Refuse, before any work, prompts the judge cannot answer: the kit's own local judge knows only the
+    mini-world objects. (A remote judge is assumed to answer anything it is asked.)"""
+    if not spec.local or spec.base_url is not None:
+        return
+    from .server import known_objects
+
+    known = known_objects()
+    unknown = sorted({o.name for p in prompts for o in (p.obj, p.obj_b) if o is not None
+                      and o.name.lower() not in known and o.plural.lower() not in known})
+    if unknown:
+        world = sorted({p.world for p in prompts})
+        raise ValueError(f"judge {spec.name!r} is the exact mini-world judge and knows only the mini-world "
+                         f"objects ({', '.join(sorted(set(known.values())))}); the prompts (world "
+                         f"{', '.join(world)}) ask about {', '.join(unknown[:6])}{' …' if len(unknown) > 6 else ''}: "
+                         f"use prompts.world: miniworld, or a judge that sees any object "
+                         f"(judge.name: gpt-4o, vllm-qwen2-vl, vllm-cogvlm2)")
+
+
 def api_key(spec: JudgeSpec) -> str:
     """The API key from the environment variable the spec names; a dummy key where none is needed."""
     if spec.api_key_env:

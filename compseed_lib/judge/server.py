@@ -44,7 +44,7 @@ class BadRequest(ValueError):
     """A request the server rejects with 400 and an OpenAI-style error body."""
 
 
-def _object_names() -> dict[str, str]:
+def known_objects() -> dict[str, str]:
     """Plural, name and singular (with and without article) -> object kind, from the mini-world files."""
     root = P.folder("miniworld")
     names: dict[str, str] = {}
@@ -64,7 +64,7 @@ class Judge:
         from ..miniworld import count_objects, relation_holds  # fail at start-up, not on a request
 
         self.count_objects, self.relation_holds = count_objects, relation_holds
-        self.kinds = _object_names()
+        self.kinds = known_objects()
         self.requests = 0
         self._lock = threading.Lock()
 
