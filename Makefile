@@ -1,5 +1,6 @@
 # make run   — set up a virtual environment and run the default chain (mini world, CPU, offline)
 # make test  — set up and run the test suite
+# make lab   — JupyterLab at the project root (notebooks/ resolve paths against it)
 # GPU users: make setup TORCH="torch==2.13.0" TORCH_ARGS="--index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ TORCH_ARGS ?=
 CONFIG ?= configs/mini.yaml
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint judge-report clean-runs
+.PHONY: setup run test lab lint judge-report clean-runs
 
 setup: $(VENV)/.installed
 
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_ARGS) "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,lab]"
 	touch $@
 
 run: setup
@@ -24,6 +25,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=.
 
 lint: setup
 	$(BIN)/ruff check compseed_lib tests

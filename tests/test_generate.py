@@ -181,7 +181,8 @@ def test_stage_with_other_settings_is_refused(sd, tmp_path):
     for change, asked in (({"steps": 3}, "steps=3"), ({"guidance": 1.0}, "guidance=1.0"),
                           ({"width": 64}, "width=64")):
         with pytest.raises(ValueError, match=rf"stage 'base' in .*run was generated with .*; "
-                                             rf"you asked for {asked}: use a new stage name"):
+                                             rf"you asked for {asked}: write to a new stage "
+                                             rf"\(compseed run <config> --stage NAME\)"):
             G.generate(run, "base", pipe, info, jobs, GenerateConfig(**{**vars(CFG), **change}))
     with pytest.raises(ValueError, match="model=tiny-sd; you asked for model=other"):
         G.generate(run, "base", pipe, {**info, "model": "other"}, jobs, CFG)

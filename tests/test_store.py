@@ -24,6 +24,19 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["b.bin"]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_follows_the_users_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / f"f{umask}.png", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / f"f{umask}.png").stat().st_mode) == mode
+
+
 def test_run_create_writes_resolved_config_with_versions(tmp_path):
     cfg = config_from_dict({"runs_dir": str(tmp_path), "name": "r1"}, ["generate.steps=3"])
     run = Run.create(cfg)
