@@ -37,33 +37,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .stats import wilson_interval
+
 log = logging.getLogger(__name__)
 
 REQUIRED = ("seed", "prompt_id", "category", "correct")
 ALL = "all"
 _EPS = 1e-12  # float tolerance for ">=" comparisons against the observed statistic
 _BOOL = {True: True, False: False}  # 1/0 and numpy bools hash equal to these
-
-
-def wilson_interval(k, n, alpha: float = 0.05):
-    """Wilson score interval for k successes in n trials; vectorised, n=0 gives (0, 1)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    k_arr, n_arr = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
-    if np.any(n_arr < 0) or np.any(k_arr < 0) or np.any(k_arr > n_arr):
-        raise ValueError(f"wilson_interval needs 0 <= k <= n, got k={k!r}, n={n!r}")
-    z = stats.norm.ppf(1 - alpha / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = k_arr / n_arr
-        denom = 1 + z**2 / n_arr
-        center = (p + z**2 / (2 * n_arr)) / denom
-        half = z * np.sqrt(p * (1 - p) / n_arr + z**2 / (4 * n_arr**2)) / denom
-    empty = n_arr == 0
-    lo = np.where(empty, 0.0, np.clip(center - half, 0.0, 1.0))
-    hi = np.where(empty, 1.0, np.clip(center + half, 0.0, 1.0))
-    if lo.ndim == 0:
-        return float(lo), float(hi)
-    return lo, hi
 
 
 def _prepare(df: pd.DataFrame, by_category: bool) -> pd.DataFrame:

@@ -29,6 +29,15 @@ COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7
 RELATION_PHRASES = {"on the left of": "left", "on the right of": "right",
                     "on the top of": "above", "under": "below"}
 RELATION_TEXT = {v: k for k, v in RELATION_PHRASES.items()}
+RELATIONS: tuple[str, ...] = tuple(RELATION_TEXT)  # left, right, above, below
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+# Every phrase a question or a judge's answer may use for a relation (ours first), longest first when
+# matched. The one owner of relation wording: templates, answer parsing and the mini world read it here.
+RELATION_SYNONYMS: dict[str, str] = {
+    **RELATION_PHRASES, "to the left of": "left", "left of": "left", "on the left side of": "left",
+    "to the left side of": "left", "to the right of": "right", "right of": "right",
+    "on the right side of": "right", "to the right side of": "right", "on top of": "above", "above": "above",
+    "over": "above", "below": "below", "beneath": "below", "underneath": "below"}
 log = logging.getLogger(__name__)
 _NAME_OK = re.compile(r"^[A-Za-z][A-Za-z0-9' -]*$")
 _SPATIAL = re.compile(r"^(a|an)\s+(.+?)\s+(" + "|".join(map(re.escape, RELATION_PHRASES))

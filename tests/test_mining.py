@@ -229,3 +229,34 @@ def test_pooled_levels_relabel_without_losing_rows():
     assert [sorted(set(d["category"])) for d in levels] == [["all"], ["count", "spatial"],
                                                             ["count=2", "count=3", "left"]]
     assert all(len(d) == len(df) for d in levels)
+
+
+# ---------------------------------------------------------------------------- paired statistics
+def test_mcnemar_on_constructed_pairs():
+    from compseed_lib.stats import mcnemar
+
+    base = [True] * 50 + [False] * 50
+    tuned = [True] * 50 + [True] * 30 + [False] * 20  # 30 pairs fixed, none broken
+    r = mcnemar(base, tuned)
+    assert (r["n_pairs"], r["a_only"], r["b_only"]) == (100, 0, 30) and r["p"] < 1e-8
+    same = mcnemar(base, base)
+    assert same["p"] == 1.0 and same["b_only"] == 0
+    balanced = mcnemar([True, False] * 20, [False, True] * 20)  # 20 each way: no evidence
+    assert balanced["p"] == 1.0
+    unknown = mcnemar([True, None, False], [True, True, None])  # unknown drops the pair, never wrong
+    assert unknown["n_pairs"] == 1
+
+
+def test_paired_bootstrap_covers_the_true_difference_and_keeps_groups_together():
+    from compseed_lib.stats import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 8)
+    base = rng.random(320) < 0.5
+    tuned = base | (rng.random(320) < 0.4)  # about +0.2
+    r = paired_bootstrap(base, tuned, groups, n=1000, seed=1)
+    assert r["lo"] < r["diff"] < r["hi"] and r["lo"] > 0.1 and r["n_groups"] == 40
+    null = paired_bootstrap(base, base, groups, n=200)
+    assert null["diff"] == 0 and null["lo"] == 0 and null["hi"] == 0
+    with pytest.raises(ValueError, match="groups must align"):
+        paired_bootstrap(base, tuned, groups[:10])

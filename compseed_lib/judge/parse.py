@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 
-from ..prompts import RELATION_PHRASES, Obj, Prompt
+from ..prompts import OPPOSITE, RELATION_SYNONYMS, Obj, Prompt
 
 UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -41,14 +41,6 @@ TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
 YES_WORDS = {"yes", "yeah", "yep", "yup", "true", "correct", "affirmative", "indeed", "absolutely",
              "definitely", "certainly"}
 NO_WORDS = {"no", "nope", "nah", "false", "incorrect", "negative"}
-OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
-# Relation phrases a judge may use, longest first when matched; all map to the four relation names.
-RELATION_WORDS = {**RELATION_PHRASES, "to the left of": "left", "left of": "left", "on the left side of": "left",
-                  "to the left side of": "left", "to the right of": "right", "right of": "right",
-                  "on the right side of": "right", "to the right side of": "right", "on top of": "above",
-                  "above": "above", "over": "above", "below": "below", "beneath": "below",
-                  "underneath": "below"}
-
 # A refusal or an admission of not knowing anywhere in the answer makes it unknown.
 _REFUSAL = re.compile(
     r"\b(?:can't|cannot|can not|couldn't|could not|unable|not able|unknown|sorry|not sure|unsure|unclear|"
@@ -311,7 +303,7 @@ def _relation_statements(s: str, relation) -> list[bool]:
     alt = lambda seqs: "|".join(re.escape(" ".join(q)) for q in seqs)
     if not a_words or not b_words:
         return []
-    phrases = "|".join(re.escape(p) for p in sorted(RELATION_WORDS, key=len, reverse=True))
+    phrases = "|".join(re.escape(p) for p in sorted(RELATION_SYNONYMS, key=len, reverse=True))
     out = []
     pattern = re.compile(rf"\b(?:the |a |an )?({alt(a_words)}|{alt(b_words)})\b\s*{_STATE_VERB}"
                          rf"(not |n't |never )?(?:directly |slightly |just |clearly |to be )*({phrases})\s+"
@@ -321,7 +313,7 @@ def _relation_statements(s: str, relation) -> list[bool]:
         x, neg, phrase, y = m.groups()
         if (x in words_a) == (y in words_a):
             continue
-        said = RELATION_WORDS[phrase]
+        said = RELATION_SYNONYMS[phrase]
         if x not in words_a:  # converse: "the star is right of the ball" == "the ball is left of the star"
             said = OPPOSITE[said]
         holds = said == rel if said in (rel, OPPOSITE[rel]) else None

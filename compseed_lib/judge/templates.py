@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import re
 
-from ..prompts import RELATION_PHRASES, RELATION_TEXT, Prompt
+from ..prompts import RELATION_SYNONYMS, RELATION_TEXT, Prompt
 
 COUNT_TEMPLATE = "How many {plural} are in this image? Answer with a single number."
 RELATION_TEMPLATE = "Is the {a} {phrase} the {b}? Answer yes or no."
 
-# Phrases a hand-written question may use besides ours; all map to the four relation names.
-_EXTRA_PHRASES = {"to the left of": "left", "left of": "left", "to the right of": "right",
-                  "right of": "right", "on top of": "above", "above": "above", "below": "below",
-                  "beneath": "below", "underneath": "below"}
-_PHRASES = {**RELATION_PHRASES, **_EXTRA_PHRASES}
+_PHRASES = RELATION_SYNONYMS  # a hand-written question may use any of them
 _PHRASE_RE = "|".join(re.escape(p) for p in sorted(_PHRASES, key=len, reverse=True))
 _COUNT_Q = re.compile(r"^\s*how\s+many\s+(.+?)\s+"
                       r"(?:are\s+there\s+|are\s+|can\s+you\s+see\s+|do\s+you\s+see\s+)?(?:in|on)"

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..stats import wilson_interval
 from .judge import background_of, decide_relation, judge_scene
 from .render import render_count, render_relation, render_scene
 from .vocab import BACKGROUNDS, KINDS, OPPOSITE, RELATIONS
@@ -65,17 +66,6 @@ def corrupt(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
         raise ValueError(f"unknown corruption {name!r}; valid: {list(CORRUPTIONS)}")
     out = CORRUPTIONS[name](images, np.random.default_rng([seed, list(CORRUPTIONS).index(name)]))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return float(mid - half), float(mid + half)
 
 
 def _renders(question: str, n: int, size: int, seed: int) -> tuple[np.ndarray, list[tuple]]:
@@ -130,7 +120,7 @@ def judge_accuracy(n: int = 2000, size: int = 32, seed: int = 0,
         log.info("rendered %d %s scenes in %.1fs", n, question, time.perf_counter() - t0)
         for c in names:
             for q, ok in _score(question, corrupt(images, c, seed), truth).items():
-                lo, hi = wilson(int(ok.sum()), len(ok))
+                lo, hi = wilson_interval(int(ok.sum()), len(ok))
                 rows.append(dict(question=q, corruption=c, n=len(ok), accuracy=float(ok.mean()),
                                  ci_low=lo, ci_high=hi))
         log.info("judged %s under %d conditions in %.1fs", question, len(names), time.perf_counter() - t0)

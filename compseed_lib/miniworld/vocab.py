@@ -16,9 +16,13 @@ LOW-chroma colours spread in brightness, so the judge segments objects by chroma
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..prompts import OPPOSITE, RELATIONS, PromptFileError, parse_spatial
+
+__all__ = ["BACKGROUNDS", "DEFAULT_BACKGROUND", "KINDS", "OPPOSITE", "RELATIONS", "TEXTURES", "Kind",
+           "check_background", "check_kind", "check_relation", "check_vocab_matches"]
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,6 @@ TEXTURES: dict[str, tuple[float, float]] = {
 # A prompt that names no background ("a ball on the left of a star") shows this one, as a studio shot
 # shows a plain backdrop: the seed then sets the layout, not the whole scene.
 DEFAULT_BACKGROUND = "on a stone floor"
-RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
-OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
-RELATION_PHRASES: dict[str, str] = {"on the left of": "left", "on the right of": "right",
-                                    "on the top of": "above", "under": "below"}
 
 
 def _bad(what: str, value: object, valid) -> ValueError:
@@ -99,10 +99,6 @@ def _lines(path: Path) -> list[str]:
     return [s.strip() for s in text if s.strip() and not s.strip().startswith("#")]
 
 
-_SPATIAL = re.compile(r"^(?:a|an)\s+(.+?)\s+(" + "|".join(map(re.escape, RELATION_PHRASES))
-                      + r")\s+(?:a|an)\s+(.+?)(?:,.*)?$", re.IGNORECASE)
-
-
 def check_vocab_matches(prompt_dir: str | Path) -> None:
     """Raise ValueError if the mini-world prompt files use an object, background or relation unknown here."""
     root = Path(prompt_dir)
@@ -120,11 +116,12 @@ def check_vocab_matches(prompt_dir: str | Path) -> None:
                 if line not in BACKGROUNDS:
                     problems.append(f"{path.name}: background {line!r}")
             elif path.name.startswith("spatial_prompts_"):
-                m = _SPATIAL.match(line)
-                if m is None:
-                    problems.append(f"{path.name}: unparsable spatial prompt {line!r}")
+                try:
+                    a, _, b = parse_spatial(line, path.name)
+                except PromptFileError as e:
+                    problems.append(str(e))
                     continue
-                for name in (m.group(1), m.group(3)):
+                for name in (a.name, b.name):
                     if name not in KINDS:
                         problems.append(f"{path.name}: object {name!r} in {line!r}")
     if problems:
