@@ -97,70 +97,100 @@ MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Every check of a config's values that needs no file, model or network; `ConfigError` names the key.
+def _bad(key: str, value, want: str) -> ConfigError:
+    return ConfigError(f"{key} {value!r}: {want}")
 
-    Resources (prompt files, the model folder, the judge's key) are checked by `chain.preflight`.
-    """
-    from .prompts import COUNT_WORDS, SPLITS
 
-    def bad(key: str, value, want: str) -> ConfigError:
-        return ConfigError(f"{key} {value!r}: {want}")
-
-    if not cfg.name or not set(cfg.name) <= _SAFE or cfg.name.startswith(".") or ".." in cfg.name:
-        raise bad("name", cfg.name, "use letters, digits, '_', '-', '.' (it becomes a folder name)")
-    p = cfg.prompts
-    if p.split not in SPLITS:
-        raise bad("prompts.split", p.split, f"use one of {list(SPLITS)}")
-    if not p.kinds or set(p.kinds) - {"count", "spatial"}:
-        raise bad("prompts.kinds", p.kinds, "a non-empty list of 'count' and/or 'spatial'")
-    if "count" in p.kinds:
-        outside = [c for c in p.counts if c not in COUNT_WORDS]
-        if not p.counts or outside:
-            raise bad("prompts.counts", p.counts, f"counts the prompt template can write: "
-                                                  f"{min(COUNT_WORDS)}..{max(COUNT_WORDS)}")
-        if len(set(p.counts)) != len(p.counts):
-            raise bad("prompts.counts", p.counts, "each count once")
-    if p.limit is not None and p.limit < 1:
-        raise bad("prompts.limit", p.limit, "at least 1 prompt per kind (or null for all)")
-    g = cfg.generate
-    wrong = [s for s in g.seeds if not 0 <= s <= MAX_SEED]
-    if not g.seeds or wrong:
-        raise bad("generate.seeds", wrong[:5] if wrong else g.seeds,
-                  "a non-empty list of integers in [0, 2**63) (64-bit seeds)")
-    dup = sorted({s for s in g.seeds if g.seeds.count(s) > 1})
+def check_seeds(seeds) -> list[int]:
+    """Seeds must be distinct integers in [0, 2**63) (the ledger stores them as signed 64-bit)."""
+    wrong = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if not len(seeds) or wrong:
+        raise _bad("generate.seeds", wrong[:5] if wrong else list(seeds),
+                   "a non-empty list of integers in [0, 2**63) (64-bit seeds)")
+    dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if dup:
-        raise bad("generate.seeds", dup[:5], "each seed once (these repeat)")
+        raise _bad("generate.seeds", dup[:5], "each seed once (these repeat)")
+    return list(seeds)
+
+
+def check_generate(g: GenerateConfig, seeds: bool = True) -> GenerateConfig:
+    """Values of the generate section (image size against the model's VAE: `pipelines.check_size`);
+    `seeds=False` when the caller's jobs carry their own seeds."""
+    if seeds:
+        check_seeds(g.seeds)
     for key in ("steps", "batch_size", "height", "width"):
-        if getattr(g, key) <= 0:
-            raise bad(f"generate.{key}", getattr(g, key), "must be positive")
+        value = getattr(g, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise _bad(f"generate.{key}", value, "must be a positive integer")
     if g.guidance < 0:
-        raise bad("generate.guidance", g.guidance, "must be >= 0")
-    m = cfg.model
+        raise _bad("generate.guidance", g.guidance, "must be >= 0")
+    return g
+
+
+def check_model(m: ModelConfig) -> ModelConfig:
+    """Values of the model section (whether the model exists: `pipelines.check_source`)."""
     if m.device not in DEVICES and not (m.device.startswith("cuda:") and m.device[5:].isdigit()):
-        raise bad("model.device", m.device, f"use one of {list(DEVICES)} or cuda:N")
+        raise _bad("model.device", m.device, f"use one of {list(DEVICES)} or cuda:N")
     if m.dtype not in DTYPES:
-        raise bad("model.dtype", m.dtype, f"use one of {list(DTYPES)}")
+        raise _bad("model.dtype", m.dtype, f"use one of {list(DTYPES)}")
     if m.generator_device not in GENERATOR_DEVICES:
-        raise bad("model.generator_device", m.generator_device, f"use one of {list(GENERATOR_DEVICES)}")
+        raise _bad("model.generator_device", m.generator_device, f"use one of {list(GENERATOR_DEVICES)}")
     if not m.pipeline.strip():
-        raise bad("model.pipeline", m.pipeline, "a registered name, a local folder or a hub id")
-    j = cfg.judge
+        raise _bad("model.pipeline", m.pipeline, "a registered name, a local folder or a hub id")
+    return m
+
+
+def check_judge(j: JudgeConfig) -> JudgeConfig:
+    """Values of the judge section (its name and key: `judge.registry`)."""
     if j.concurrency < 1:
-        raise bad("judge.concurrency", j.concurrency, "must be >= 1")
+        raise _bad("judge.concurrency", j.concurrency, "must be >= 1")
     if j.max_retries < 0:
-        raise bad("judge.max_retries", j.max_retries, "must be >= 0")
+        raise _bad("judge.max_retries", j.max_retries, "must be >= 0")
     if j.timeout <= 0:
-        raise bad("judge.timeout", j.timeout, "must be positive")
+        raise _bad("judge.timeout", j.timeout, "must be positive")
     if j.base_url is not None and not j.base_url.startswith(("http://", "https://")):
-        raise bad("judge.base_url", j.base_url, "must start with http:// or https://")
+        raise _bad("judge.base_url", j.base_url, "must start with http:// or https://")
     if j.api_key_env is not None and not j.api_key_env.isidentifier():
         raise ConfigError("judge.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
                           "never the key itself")
-    mi = cfg.mining
+    return j
+
+
+def check_prompts(p: PromptConfig) -> PromptConfig:
+    """Values of the prompts section (whether its files parse: `chain.preflight`)."""
+    from .prompts import COUNT_WORDS, SPLITS
+
+    if p.split not in SPLITS:
+        raise _bad("prompts.split", p.split, f"use one of {list(SPLITS)}")
+    if not p.kinds or set(p.kinds) - {"count", "spatial"}:
+        raise _bad("prompts.kinds", p.kinds, "a non-empty list of 'count' and/or 'spatial'")
+    if "count" in p.kinds:
+        outside = [c for c in p.counts if c not in COUNT_WORDS]
+        if not p.counts or outside:
+            raise _bad("prompts.counts", p.counts, f"counts the prompt template can write: "
+                                                   f"{min(COUNT_WORDS)}..{max(COUNT_WORDS)}")
+        if len(set(p.counts)) != len(p.counts):
+            raise _bad("prompts.counts", p.counts, "each count once")
+    if p.limit is not None and p.limit < 1:
+        raise _bad("prompts.limit", p.limit, "at least 1 prompt per kind (or null for all)")
+    return p
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Every check of a config's values that needs no file, model or network; `ConfigError` names the key.
+
+    The one place for value rules: each section has its check, which the stage code calls too.
+    Resources (prompt files, the model folder, the judge's key) are checked by `chain.preflight`.
+    """
+    if not cfg.name or not set(cfg.name) <= _SAFE or cfg.name.startswith(".") or ".." in cfg.name:
+        raise _bad("name", cfg.name, "use letters, digits, '_', '-', '.' (it becomes a folder name)")
+    check_prompts(cfg.prompts)
+    check_generate(cfg.generate)
+    check_model(cfg.model)
+    check_judge(cfg.judge)
     for key in ("top_n", "k", "n_permutations"):
-        if getattr(mi, key) < 1:
-            raise bad(f"mining.{key}", getattr(mi, key), "must be >= 1")
+        if getattr(cfg.mining, key) < 1:
+            raise _bad(f"mining.{key}", getattr(cfg.mining, key), "must be >= 1")
     return cfg
 
 

@@ -42,13 +42,12 @@ import pandas as pd
 import torch
 
 from . import pipelines
-from .config import GenerateConfig
+from .config import GenerateConfig, check_generate, check_seeds
 from .progress import bar as progress_bar
 from .prompts import Prompt
 from .store import Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
-MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
 SETTINGS = ("model", "sampler", "steps", "guidance", "height", "width", "generator_device", "dtype")
 
 
@@ -58,17 +57,6 @@ class Job:
 
     prompt: Prompt
     seed: int
-
-
-def check_seeds(seeds: Sequence[int]) -> list[int]:
-    """Seeds must be distinct integers in [0, 2**63)."""
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
-    if bad:
-        raise ValueError(f"bad seeds {bad[:5]}: seeds are integers in [0, 2**63)")
-    dup = sorted(s for s, n in Counter(seeds).items() if n > 1)
-    if dup:
-        raise ValueError(f"duplicate seeds {dup[:5]}: each seed may appear once")
-    return list(seeds)
 
 
 def make_jobs(prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Job]:
@@ -120,14 +108,12 @@ def check_stage_settings(run: Run, stage: str, existing: pd.DataFrame, settings:
 
 def _check_inputs(stage: str, jobs: Sequence[Job], cfg: GenerateConfig, shard) -> tuple[int, int]:
     check_safe_name(stage, "stage")
-    for key in ("steps", "batch_size", "height", "width"):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"generate.{key} must be a positive integer, got {value!r}")
+    check_generate(cfg, seeds=False)
     keys = [(j.prompt.id, j.seed) for j in jobs]
     if len(set(keys)) != len(keys):
         raise ValueError("duplicate (prompt, seed) jobs: build them with make_jobs")
-    check_seeds(list(dict.fromkeys(j.seed for j in jobs)))
+    if jobs:
+        check_seeds(list(dict.fromkeys(j.seed for j in jobs)))
     k, n = shard if shard is not None else (0, 1)
     if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
         raise ValueError(f"bad shard {shard!r}: expected (index, count) with 0 <= index < count")

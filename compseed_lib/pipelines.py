@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig
+from .config import DEVICES, DTYPES, ModelConfig
 
 log = logging.getLogger(__name__)
 BUILD_VERSION = 1  # bump when a tiny config changes, so cached folders are rebuilt
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TEXT_DIM = 32  # width of both tiny text encoders = cross-attention width
 
 
@@ -303,7 +303,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ModelLoadError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise ModelLoadError(f"unknown device {name!r}: use one of {list(DEVICES)} or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {name!r} asked for, but CUDA is not available here "
                              f"(use 'auto' or 'cpu')")
@@ -318,11 +318,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """'auto' -> float16 on cuda, float32 elsewhere; explicit names from DTYPES."""
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {name!r}: use 'auto' or one of {list(DTYPES)}")
+    if name not in TORCH_DTYPES:
+        raise ModelLoadError(f"unknown dtype {name!r}: use one of {list(DTYPES)}")
     if device.type == "cpu" and name == "float16":
         log.warning("float16 on CPU is slow and some ops lack fp16 kernels; bfloat16 or float32 is safer")
-    return DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 def denoiser(pipe):

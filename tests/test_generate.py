@@ -107,8 +107,8 @@ def test_make_jobs_order_and_validation():
     jobs = G.make_jobs(PROMPTS[:2], [3, 1])
     assert [(j.prompt.id, j.seed) for j in jobs] == [(PROMPTS[0].id, 3), (PROMPTS[0].id, 1),
                                                      (PROMPTS[1].id, 3), (PROMPTS[1].id, 1)]
-    for seeds, msg in (([1, 1], "duplicate seeds"), ([-1], "bad seeds"), ([True], "bad seeds"),
-                       ([1.5], "bad seeds"), ([2**63], "bad seeds")):
+    for seeds, msg in (([1, 1], "each seed once"), ([-1], "64-bit seeds"), ([True], "64-bit seeds"),
+                       ([1.5], "64-bit seeds"), ([2**63], "64-bit seeds")):
         with pytest.raises(ValueError, match=msg):
             G.make_jobs(PROMPTS, seeds)
     with pytest.raises(ValueError, match="duplicate prompt ids"):

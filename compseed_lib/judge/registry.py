@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import JudgeConfig
+from ..config import JudgeConfig, check_judge
 
 log = logging.getLogger(__name__)
 LOCAL_KEY = "not-needed"  # loopback servers ignore the key, but the client must send one
@@ -65,20 +65,9 @@ def resolve(cfg: JudgeConfig) -> JudgeSpec:
     spec = JUDGES[cfg.name]
     changes = {k: v for k, v in (("base_url", cfg.base_url), ("model", cfg.model),
                                  ("api_key_env", cfg.api_key_env)) if v is not None}
+    check_judge(cfg)  # the value rules live in config.py
     if changes.get("base_url") is not None:
-        url = changes["base_url"].rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"judge.base_url {cfg.base_url!r} must start with http:// or https://")
-        changes["base_url"] = url
-    if changes.get("api_key_env") is not None and not str(changes["api_key_env"]).isidentifier():
-        raise ValueError(f"judge.api_key_env {cfg.api_key_env!r} must be the NAME of an environment "
-                         f"variable (e.g. OPENAI_API_KEY), never the key itself")
-    for key in ("concurrency", "max_retries"):
-        if getattr(cfg, key) < (1 if key == "concurrency" else 0):
-            raise ValueError(f"judge.{key} must be {'>= 1' if key == 'concurrency' else '>= 0'}, "
-                             f"got {getattr(cfg, key)}")
-    if cfg.timeout <= 0:
-        raise ValueError(f"judge.timeout must be positive, got {cfg.timeout}")
+        changes["base_url"] = changes["base_url"].rstrip("/")
     return dataclasses.replace(spec, **changes)
 
 
