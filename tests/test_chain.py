@@ -68,7 +68,7 @@ def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):
     assert any(line.startswith("generate base:") and "12/12" in line for line in lines), stderr
     assert any(line.startswith("judge base:") and "12/12" in line for line in lines), stderr
     assert any(" INFO compseed_lib.generate: stage base: generated 12" in line for line in lines), stderr
-    assert any(" INFO compseed_lib.judge.client: judge base: 12 answers, 0 unknown" in line for line in lines)
+    assert any(" INFO compseed_lib.judge.stage: judge base: 12 answers, 0 unknown" in line for line in lines)
     for noise in SPURIOUS:
         assert noise not in stderr, (noise, stderr)
 

@@ -338,3 +338,31 @@ def test_server_without_response_format_falls_back_to_free_text(flaky):
     _, answers = _ask_flaky(flaky, {}, n=2)
     assert answers == ["3", "3"]
     assert ["response_format" in b for b in flaky.seen] == [True, False, False]
+
+
+# ---------------------------------------------------------------------------- server exposure and backends
+def test_server_binds_loopback_only_unless_told_otherwise():
+    from compseed_lib.judge.server import is_loopback, main, make_server
+
+    for host in ("0.0.0.0", "192.168.1.10", "::", "example.org"):
+        assert not is_loopback(host)
+        with pytest.raises(ValueError, match=f"refusing to bind '{host}'"):
+            make_server(host, 0)
+    assert main(["--host", "0.0.0.0", "--port", "0"]) == 2  # the CLI refuses too, with the message logged
+    httpd = make_server("127.0.0.1", 0)
+    try:
+        assert httpd.server_address[0] == "127.0.0.1" and list(httpd.backends) == ["miniworld-exact"]
+    finally:
+        httpd.server_close()
+
+
+def test_backend_answers_without_http_and_unknown_backend_is_named():
+    from compseed_lib.judge.backends import make_backend
+    from compseed_lib.miniworld import render_count
+
+    judge_backend = make_backend("miniworld-exact")
+    img = render_count("kite", 4, "in the snow", seed=3).image
+    assert judge_backend.answer("How many kites are in this image? Answer with a single number.", img) == "4"
+    assert judge_backend.answer("What colour is the sky?", img).startswith("I cannot answer")
+    with pytest.raises(ValueError, match="unknown judge backend 'gpt-9'"):
+        make_backend("gpt-9")

@@ -13,9 +13,11 @@ Usage:
     judge.ask(image, judge.question_for(prompt), cfg.judge)
     judge.parse_count("There are 12 balls")   # 12
 """
-from .client import CorruptImageError, JudgeClient, JudgeError, JudgeUnavailable, ask, judge_stage, run_sync
+from ..store import CorruptImageError
+from .client import JudgeClient, JudgeError, JudgeUnavailable, ask, run_sync
 from .parse import answer_text, is_correct, parse_answer, parse_count, parse_yes_no
 from .registry import JUDGES, JudgeSpec, api_key, open_endpoint, resolve
+from .stage import judge_stage
 from .templates import parse_question, question_for
 
 __all__ = ["JUDGES", "CorruptImageError", "JudgeClient", "JudgeError", "JudgeSpec", "JudgeUnavailable",

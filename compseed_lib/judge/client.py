@@ -1,18 +1,16 @@
-"""Async judge client on the `openai` package: bounded concurrency, retries, cache, ledger rows.
+"""The judge protocol: an async client on the `openai` package with bounded concurrency and retries.
 
-Inputs: a `Run` whose ledger has image rows for a stage, the `Prompt`s they were generated from,
-and a `JudgeConfig` (resolved through `registry`).
-Outputs: one judgement row per (stage, prompt, seed, judge model, question) in the ledger, written
-in batches as answers arrive; `judge_stage` returns `run.ledger.judgements(stage, judge_model)`.
+Inputs: an endpoint (base_url, model, api key from `registry.open_endpoint`) and a `JudgeConfig`.
+Outputs: raw answer text per (image, question); parsing is `parse.py`, ledger rows are `stage.py`.
 
 Each request is one user message (question text + the PNG as a data URL), temperature 0, asking for
 JSON {"answer": "..."} through a strict json_schema response_format; a server that rejects
 response_format gets free text for the rest of the session. Timeouts, connection errors, 429 and 5xx
 are retried with exponential backoff and jitter, then `JudgeUnavailable` names base_url and model.
-Answers are reused by (image sha256, question, judge model), so re-runs send nothing new.
 
 Usage:
-    df = judge_stage(run, "base", prompts, cfg.judge)      # works in Jupyter too
+    async with JudgeClient(base_url, model, key, cfg.judge) as jc:
+        await jc.check(); raw = await jc.ask(png, question)
     ask(pil_image, "How many stars are in this image? Answer with a single number.", cfg.judge)
 """
 from __future__ import annotations
@@ -23,20 +21,12 @@ import concurrent.futures
 import io
 import logging
 import random
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
 import openai
-import pandas as pd
 
 from ..config import JudgeConfig
-from ..progress import bar as progress_bar
-from ..prompts import Prompt
-from ..store import CorruptImageError, Run, sha256_bytes
-from .parse import answer_text, is_correct, parse_answer
-from .registry import open_endpoint, resolve
-from .templates import question_for
+from .registry import open_endpoint
 
 log = logging.getLogger(__name__)
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
@@ -46,7 +36,6 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each attempt, with jitter
 BACKOFF_CAP = 30.0
 CHECK_TIMEOUT = 10.0  # seconds for the up-front reachability check
-BATCH = 32  # judgement rows per ledger write: a killed run loses at most this many answers
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
@@ -190,119 +179,6 @@ class JudgeClient:
 
 
 # ---------------------------------------------------------------------------- stage judging
-
-
-@dataclass(frozen=True)
-class _Job:
-    prompt: Prompt
-    seed: int
-    question: str
-    sha256: str
-    path: Path
-
-
-def _row(stage: str, model: str, job: _Job, raw: str) -> dict:
-    parsed = parse_answer(job.prompt, raw)
-    correct = is_correct(job.prompt, parsed)
-    return dict(stage=stage, prompt_id=job.prompt.id, seed=job.seed, judge_model=model,
-                question=job.question, image_sha256=job.sha256, raw_answer=raw,
-                parsed_answer=answer_text(parsed), correct=None if correct is None else int(correct))
-
-
-def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tuple[list[_Job], dict]:
-    """Jobs without a judgement of the image as it is now, and the answer cache {(sha, question): raw}.
-
-    Every image file of the stage is checked against its ledger hash first, judged or not, so a file
-    damaged after judging is reported (by name) before any table or figure reads it. A judgement made
-    of an earlier version of the image (another hash: regenerated, e.g. with another batch size) is
-    stale and asked again.
-    """
-    by_id = {p.id: p for p in prompts}
-    images = run.ledger.images(stage)
-    images = images[images["prompt_id"].isin(list(by_id))]
-    done = run.ledger.query("SELECT prompt_id, seed, question, image_sha256 FROM judgements "
-                            "WHERE stage=? AND judge_model=?", (stage, model))
-    done_keys = {(r.prompt_id, int(r.seed), r.question): r.image_sha256 for r in done.itertuples()}
-    cached = run.ledger.query("SELECT image_sha256, question, raw_answer FROM judgements WHERE judge_model=? "
-                              "AND raw_answer IS NOT NULL", (model,))
-    cache = {(r.image_sha256, r.question): r.raw_answer for r in cached.itertuples()}
-    jobs = []
-    for row in images.itertuples():
-        prompt, seed = by_id[row.prompt_id], int(row.seed)
-        question = question_for(prompt)
-        path = run.verified_image(row)
-        if done_keys.get((prompt.id, seed, question)) == row.sha256:
-            continue
-        jobs.append(_Job(prompt, seed, question, row.sha256, path))
-    return jobs, cache
-
-
-async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, str, str],
-                   cfg: JudgeConfig, progress: bool) -> int:
-    """Ask every job's question with `cfg.concurrency` workers; rows written every BATCH answers."""
-    base_url, model, key = endpoint
-    buffer: list[dict] = []
-    groups: dict[tuple[str, str], list[_Job]] = {}  # identical images (e.g. blank ones) are asked once
-    for job in jobs:
-        groups.setdefault((job.sha256, job.question), []).append(job)
-    queue = list(reversed(groups.values()))
-
-    def flush() -> None:
-        if buffer:
-            run.ledger.add_judgements(buffer)
-            buffer.clear()
-
-    async with JudgeClient(base_url, model, key, cfg) as jc:
-        await jc.check()
-        bar = progress_bar(total=len(jobs), desc=f"judge {stage}", unit="img", disable=not progress)
-
-        async def worker() -> None:
-            while queue:
-                group = queue.pop()
-                job = group[0]
-                data = job.path.read_bytes()
-                if sha256_bytes(data) != job.sha256:
-                    raise CorruptImageError(f"image file {job.path} changed while judging: its sha256 "
-                                            f"differs from the ledger row")
-                raw = await jc.ask(data, job.question)
-                buffer.extend(_row(stage, model, j, raw) for j in group)
-                bar.update(len(group))
-                if len(buffer) >= BATCH:
-                    flush()
-
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(min(cfg.concurrency, len(groups))):
-                    tg.create_task(worker())
-        except BaseExceptionGroup as eg:
-            errors = [e for e in eg.exceptions if not isinstance(e, asyncio.CancelledError)]
-            raise (errors[0] if errors else eg) from None
-        finally:
-            flush()
-            bar.close()
-        return jc.sent
-
-
-def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
-                progress: bool = True) -> pd.DataFrame:
-    """Judge every image of `stage` whose prompt is in `prompts`; resumable; returns the judgement rows."""
-    model = resolve(cfg).model
-    jobs, cache = _pending_jobs(run, stage, prompts, model)
-    hits = [_row(stage, model, j, cache[(j.sha256, j.question)]) for j in jobs
-            if (j.sha256, j.question) in cache]
-    run.ledger.add_judgements(hits)
-    to_send = [j for j in jobs if (j.sha256, j.question) not in cache]
-    log.info("judge %s with %s: %d to ask, %d answered from the cache", stage, model, len(to_send), len(hits))
-    if to_send:
-        with open_endpoint(cfg) as endpoint:
-            sent = run_sync(_ask_all(to_send, stage, run, endpoint, cfg, progress))
-        log.info("judge %s: %d requests sent for %d images", stage, sent, len(to_send))
-    judged = run.ledger.judgements(stage, model)
-    judged = judged[judged["prompt_id"].isin([p.id for p in prompts])].reset_index(drop=True)
-    unknown = int(judged["correct"].isna().sum())
-    log.info("judge %s: %d answers, %d unknown (a refusal or an answer with no %s: left out of every "
-             "accuracy, never scored wrong)", stage, len(judged), unknown, "count or verdict")
-    return judged
 
 
 def ask(image, question: str, cfg: JudgeConfig | None = None) -> str:

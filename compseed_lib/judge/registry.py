@@ -76,7 +76,7 @@ def check_answerable(spec: JudgeSpec, prompts: list) -> None:
     mini-world objects. (A remote judge is assumed to answer anything it is asked.)"""
     if not spec.local or spec.base_url is not None:
         return
-    from .server import known_objects
+    from .backends.miniworld import known_objects
 
     known = known_objects()
     unknown = sorted({o.name for p in prompts for o in (p.obj, p.obj_b) if o is not None

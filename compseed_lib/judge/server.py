@@ -1,4 +1,4 @@
-"""An OpenAI-compatible judge server on loopback, answering with the exact mini-world judge.
+"""An OpenAI-compatible judge server on loopback: HTTP and the chat-completions protocol only.
 
 Speaks just enough of the chat-completions protocol for `openai.OpenAI(...).chat.completions.create`
 with an image: the last user message holds the question text and a data-URL image (PNG/JPEG).
@@ -6,8 +6,10 @@ with an image: the last user message holds the question text and a data-URL imag
   POST /v1/chat/completions   -> a chat.completion whose content is "3" / "yes" / "no", or
                                  {"answer": "..."} as JSON when response_format asks for JSON
   GET  /stats                 -> {"requests": n} (chat requests served; for tests)
-Only the standard library (ThreadingHTTPServer); the answer comes from
-`miniworld.count_objects` / `miniworld.relation_holds`. Binds loopback only unless --allow-remote.
+Only the standard library (ThreadingHTTPServer). Each model id is served by a backend
+(`judge/backends/`: the exact mini-world judge today) chosen by the request's `model`. Binds loopback
+only unless --allow-remote. Responses go out without Nagle's delay (TCP_NODELAY), so a kept-alive
+connection does not wait for the client's delayed ACK.
 
 Usage:
     compseed serve-judge --port 8765          # or: python -m compseed_lib.judge.server --port 0 --port-file p
@@ -31,62 +33,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .. import prompts as P
-from .templates import parse_question
+from .backends import Backend, make_backend
 
 log = logging.getLogger(__name__)
-MODEL_ID = "miniworld-exact"
-REFUSAL = "I cannot answer that question."
+DEFAULT_MODELS = ("miniworld-exact",)
 MAX_BODY = 32 * 1024 * 1024  # bytes; a 1024x1024 PNG as base64 is well under this
 
 
 class BadRequest(ValueError):
     """A request the server rejects with 400 and an OpenAI-style error body."""
-
-
-def known_objects() -> dict[str, str]:
-    """Plural, name and singular (with and without article) -> object kind, from the mini-world files."""
-    root = P.folder("miniworld")
-    names: dict[str, str] = {}
-    for split in P.SPLITS:
-        path = root / f"objects_{split}.txt"
-        if path.is_file():
-            for o in P.read_objects(path):
-                for word in (o.name, o.plural, o.singular, o.singular.split(" ", 1)[1]):
-                    names[word.lower()] = o.name
-    return names
-
-
-class Judge:
-    """Question + image -> answer text, with the exact mini-world judge."""
-
-    def __init__(self):
-        from ..miniworld import count_objects, relation_holds  # fail at start-up, not on a request
-
-        self.count_objects, self.relation_holds = count_objects, relation_holds
-        self.kinds = known_objects()
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def answer(self, question: str, image: Image.Image) -> str:
-        """'3', 'yes', 'no' or the refusal text."""
-        parsed = parse_question(question)
-        if parsed is None:
-            return REFUSAL
-        if parsed[0] == "count":
-            kind = self.kinds.get(parsed[1])
-            return REFUSAL if kind is None else str(int(self.count_objects(image, kind)))
-        _, a, relation, b = parsed
-        ka, kb = self.kinds.get(a), self.kinds.get(b)
-        if ka is None or kb is None:
-            return REFUSAL
-        holds = self.relation_holds(image, ka, relation, kb)
-        return "yes" if holds else "no"  # an absent object means the relation does not hold
-
-    def count_request(self) -> None:
-        """Count one served chat request."""
-        with self._lock:
-            self.requests += 1
 
 
 def decode_image(url: str) -> Image.Image:
@@ -144,10 +99,11 @@ def completion(content: str, model: str) -> dict:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes /v1/models, /v1/chat/completions and /stats; `server.judge` does the work."""
+    """Routes /v1/models, /v1/chat/completions and /stats; `server.backends` do the work."""
 
     server_version = "compseed-judge/0.1"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # one response is several writes: never wait for a delayed ACK
 
     def _send(self, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
@@ -167,9 +123,9 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if path in ("/v1/models", "/models"):
             self._send(200, {"object": "list", "data": [
-                {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "compseed"}]})
+                {"id": m, "object": "model", "created": 0, "owned_by": "compseed"} for m in self.server.backends]})
         elif path == "/stats":
-            self._send(200, {"requests": self.server.judge.requests})
+            self._send(200, {"requests": self.server.requests})
         elif path in ("/health", "/v1/health"):
             self._send(200, {"status": "ok"})
         else:
@@ -188,15 +144,15 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
             if not isinstance(body, dict):
                 raise BadRequest("request body must be a JSON object")
-            self.server.judge.count_request()
+            self.server.count_request()
             if body.get("stream"):
                 raise BadRequest("stream=true is not supported by this judge server")
-            model = body.get("model") or MODEL_ID
-            if model != MODEL_ID:
-                return self._error(404, f"model {model!r} not found; this server serves {MODEL_ID!r}",
-                                   "not_found_error")
+            model = body.get("model") or next(iter(self.server.backends))
+            if model not in self.server.backends:
+                return self._error(404, f"model {model!r} not found; this server serves "
+                                        f"{sorted(self.server.backends)}", "not_found_error")
             question, image = split_message(body)
-            answer = self.server.judge.answer(question, image)
+            answer = self.server.backends[model].answer(question, image)
         except (BadRequest, json.JSONDecodeError) as e:
             return self._error(400, str(e))
         except Exception as e:  # a judge bug must give a 500 the client can report, not a dropped socket
@@ -214,7 +170,14 @@ class Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    judge: Judge
+    backends: dict[str, Backend]
+    requests = 0
+    _lock = threading.Lock()
+
+    def count_request(self) -> None:
+        """Count one served chat request."""
+        with self._lock:
+            self.requests += 1
 
 
 class _Server6(_Server):
@@ -231,14 +194,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False) -> ThreadingHTTPServer:
-    """A bound (not yet serving) judge server; non-loopback hosts need allow_remote=True."""
+def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False,
+                models: tuple[str, ...] = DEFAULT_MODELS) -> ThreadingHTTPServer:
+    """A bound (not yet serving) judge server for `models`; non-loopback hosts need allow_remote=True."""
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"refusing to bind {host!r}: the judge server listens on loopback only "
                          f"(use 127.0.0.1, or --allow-remote if you really mean to expose it)")
-    judge = Judge()
+    backends = {m: make_backend(m) for m in models}  # fail at start-up, not on a request
     httpd = (_Server6 if ":" in host else _Server)((host, port), Handler)
-    httpd.judge = judge
+    httpd.backends = backends
     return httpd
 
 
@@ -251,7 +215,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, port_file: str | Path | Non
     bound = httpd.server_address[1]
     if port_file:
         atomic_write_text(port_file, str(bound))
-    log.info("judge server (%s) listening on http://%s:%d/v1", MODEL_ID, host, bound)
+    log.info("judge server (%s) listening on http://%s:%d/v1", ", ".join(httpd.backends), host, bound)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

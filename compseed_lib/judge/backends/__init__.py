@@ -1,0 +1,47 @@
+"""Judge backends: what answers a chat request behind `compseed serve-judge`.
+
+The server (`judge/server.py`) speaks HTTP and the OpenAI chat-completions protocol only; a backend
+turns (question text, image) into answer text. Backends are registered by the model id a client asks
+for, so later ones (an offline detector, a rule-based planner) are one more entry here.
+
+Interface:
+    class Backend:
+        model_id: str
+        def answer(self, question: str, image: PIL.Image.Image) -> str: ...
+
+Usage:
+    backend = make_backend("miniworld-exact")
+    backend.answer("How many balls are in this image? Answer with a single number.", image)  # '3'
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from PIL import Image
+
+
+class Backend(Protocol):
+    """Answers one question about one image."""
+
+    model_id: str
+
+    def answer(self, question: str, image: Image.Image) -> str:
+        """The answer text."""
+        ...
+
+
+def _miniworld() -> Backend:
+    from .miniworld import MiniworldJudge
+
+    return MiniworldJudge()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld}
+
+
+def make_backend(model_id: str) -> Backend:
+    """A backend by the model id clients ask for; ValueError naming the known ones otherwise."""
+    if model_id not in BACKENDS:
+        raise ValueError(f"unknown judge backend {model_id!r}: use one of {sorted(BACKENDS)}")
+    return BACKENDS[model_id]()
