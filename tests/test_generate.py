@@ -17,7 +17,8 @@ from PIL import Image
 from compseed_lib import generate as G
 from compseed_lib import prompts
 from compseed_lib.config import GenerateConfig, ModelConfig
-from compseed_lib.pipelines import ModelLoadError, latent_shape, load_pipeline, registered_folder
+from compseed_lib.pipelines import ModelLoadError, latent_shape, load_pipeline
+from compseed_lib.testing import registered_folder
 from compseed_lib.store import Run, sha256_file
 
 torch.set_num_threads(1)
@@ -248,3 +249,27 @@ def test_tiny_pixart_generates_offline(cache, tmp_path):
     images = [Image.open(run.root / p) for p in df.path]
     assert all(im.size == (48, 32) and im.mode == "RGB" for im in images)
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))  # seeds matter
+
+
+def test_loader_rewords_broken_files_but_not_out_of_memory(tmp_path, monkeypatch):
+    """A damaged pipeline folder gets a message naming it; an error that is not about files (out of
+    memory) keeps its own type instead of being dressed up as a loading problem."""
+    import shutil
+
+    import torch
+
+    from compseed_lib import pipelines
+    from compseed_lib.config import ModelConfig
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(registered_folder("tiny-sd"), folder)
+    (folder / "unet" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"folder pipeline '.*pipe' does not load"):
+        load_pipeline(ModelConfig(pipeline=str(folder)))
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(pipelines, "_from_pretrained", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        load_pipeline(ModelConfig(pipeline="tiny-sd"))
