@@ -39,12 +39,16 @@ from .notebook import ROOT_ENV
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_ENV = "COMPSEED_NOTEBOOKS"  # a folder of your own copies of the stage notebooks (default: the kit's)
-# Stage notebooks in order; each reads only what earlier ones wrote to the run directory.
-CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "04_seed_reliability"]
+# Steps in order; each runs one notebook (the name before a "_heldout" suffix) and reads only what
+# earlier steps wrote to the run directory. The held-out steps run 01/02 on the other prompt split.
+CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "01_generate_heldout", "02_judge_heldout",
+         "04_seed_reliability"]
+HELDOUT = "_heldout"
 DEFAULT_STAGE = "base"
-# What a notebook needs from the run directory, and which notebook makes it.
-NEEDS = {"02_judge": ("images", "01_generate"), "03_mine_seeds": ("judgements", "02_judge"),
-         "04_seed_reliability": ("judgements", "02_judge")}
+# What a step needs from the run directory: (what, of which stage: main or held-out, the step that makes it).
+NEEDS = {"02_judge": [("images", False, "01_generate")], "03_mine_seeds": [("judgements", False, "02_judge")],
+         "02_judge_heldout": [("images", True, "01_generate_heldout")],
+         "04_seed_reliability": [("judgements", False, "02_judge"), ("judgements", True, "02_judge_heldout")]}
 # Settings that decide an image's pixels: a stage keeps one value of each.
 IMAGE_SETTINGS = ("model", "steps", "guidance", "height", "width", "generator_device", "dtype")
 
@@ -64,7 +68,19 @@ def notebook_dir() -> Path:
 
 def heldout_stage(stage: str) -> str:
     """Image stage of the held-out prompts that go with `stage` ('base' -> 'heldout')."""
-    return "heldout" if stage == DEFAULT_STAGE else f"{stage}_heldout"
+    return "heldout" if stage == DEFAULT_STAGE else f"{stage}{HELDOUT}"
+
+
+def heldout_split(cfg: RunConfig) -> str:
+    """The prompt split the held-out steps use: the one seeds are not mined on."""
+    from .prompts import SPLITS
+
+    return next(s for s in SPLITS if s != cfg.prompts.split)
+
+
+def notebook_of(step: str) -> str:
+    """The notebook a chain step runs ('01_generate_heldout' -> '01_generate')."""
+    return step.removesuffix(HELDOUT)
 
 
 # ------------------------------------------------------------------ checks before any work
@@ -151,17 +167,17 @@ def conflicts(cfg: RunConfig, stages: list[str]) -> list[str]:
 
 
 def _check_needs(cfg: RunConfig, names: list[str], stage: str) -> None:
-    """A notebook run without the one that makes its input must find that input in the run."""
+    """A step run without the one that makes its input must find that input in the run."""
     for name in names:
-        need = NEEDS.get(name)
-        if need is None or need[1] in names:
-            continue
-        what, maker = need
-        n, _ = _existing_settings(cfg.run_dir, stage)
-        table = cfg.run_dir / "tables" / f"judgements_{stage}.csv"
-        if (what == "images" and not n) or (what == "judgements" and not table.is_file()):
-            raise ConfigError(f"{name} needs the {what} of stage {stage!r}, and {cfg.run_dir} has none: run "
-                              f"{maker} first (compseed run <config> --only {maker},{name})")
+        for what, held, maker in NEEDS.get(name, []):
+            if maker in names:
+                continue
+            st = heldout_stage(stage) if held else stage
+            n, _ = _existing_settings(cfg.run_dir, st)
+            table = cfg.run_dir / "tables" / f"judgements_{st}.csv"
+            if (what == "images" and not n) or (what == "judgements" and not table.is_file()):
+                raise ConfigError(f"{name} needs the {what} of stage {st!r}, and {cfg.run_dir} has none: run "
+                                  f"{maker} first (compseed run <config> --only {maker},{name})")
 
 
 def recorded_config(run_root: Path) -> dict | None:
@@ -226,7 +242,11 @@ def _kernel_env() -> Iterator[None]:
 def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
     if name == CHAIN[0]:
         return {"config": str(config), "overrides": list(overrides or []), "stage": stage}
+    if name.endswith(HELDOUT):
+        return {"run_dir": str(cfg.run_dir), "stage": heldout_stage(stage), "split": heldout_split(cfg)}
     params = {"run_dir": str(cfg.run_dir), "stage": stage}
+    if name in ("01_generate", "02_judge"):
+        params["split"] = cfg.prompts.split
     if name == "04_seed_reliability":
         params["heldout_stage"] = heldout_stage(stage)
     return params
@@ -237,7 +257,7 @@ def _execute(name: str, out: Path, params: dict) -> None:
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
 
-    source = os.path.relpath(notebook_dir() / f"{name}.ipynb")  # no machine paths in the executed copy
+    source = os.path.relpath(notebook_dir() / f"{notebook_of(name)}.ipynb")  # no machine paths in the copy
     kept = f"executed notebook kept at {out}"
     try:
         pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
@@ -267,7 +287,7 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
     names = notebooks or CHAIN
     unknown = [n for n in names if n not in CHAIN]
     if unknown:
-        raise ConfigError(f"unknown notebook(s) {unknown}: the chain is {CHAIN}")
+        raise ConfigError(f"unknown step(s) {unknown}: the chain is {CHAIN}")
     names = [n for n in CHAIN if n in names]  # always in chain order
     try:
         check_safe_name(stage, "stage")

@@ -328,3 +328,24 @@ def pooled_levels(df: pd.DataFrame) -> list[pd.DataFrame]:
     if "kind" in df.columns:
         out.append(df.assign(category=df["kind"].astype(str)))
     return out + [df]
+
+
+def split_half_levels(df: pd.DataFrame, n_permutations: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`split_half_reliability` at every level of `pooled_levels` (all, per kind, per category), one table."""
+    return pd.concat([split_half_reliability(d, n_permutations=n_permutations, seed=seed)
+                      for d in pooled_levels(df)], ignore_index=True)
+
+
+def transfer_levels(select: pd.DataFrame, score: pd.DataFrame, k: int = 3, seed: int = 0) -> pd.DataFrame:
+    """`topk_transfer` at every pooled level: top-k seeds chosen on the judgements `select` (training
+    prompts), scored on `score` (held-out prompts under the same seeds); one table."""
+    both = pd.concat([select, score], ignore_index=True)
+    return pd.concat([topk_transfer(d, k=k, select_ids=select["prompt_id"].unique(),
+                                    score_ids=score["prompt_id"].unique(), seed=seed)
+                      for d in pooled_levels(both)], ignore_index=True)
+
+
+def best_and_worst(df: pd.DataFrame, k: int = 3) -> tuple[list[int], list[int]]:
+    """The k seeds with the highest and the k with the lowest accuracy over all prompts (best first)."""
+    overall = seed_accuracy(df, by_category=False).sort_values(["accuracy", "seed"], kind="mergesort")
+    return overall["seed"].tail(k).tolist()[::-1], overall["seed"].head(k).tolist()

@@ -243,9 +243,9 @@ def to_records(ps: list[Prompt]) -> list[dict]:
                  world=p.world) for p in ps]
 
 
-def for_config(cfg) -> list[Prompt]:
-    """The prompts a run's `PromptConfig` names."""
-    return load(cfg.world, cfg.split, tuple(cfg.kinds), tuple(cfg.counts), cfg.limit)
+def for_config(cfg, split: str | None = None) -> list[Prompt]:
+    """The prompts a run's `PromptConfig` names (of another split when `split` is given)."""
+    return load(cfg.world, split or cfg.split, tuple(cfg.kinds), tuple(cfg.counts), cfg.limit)
 
 
 def prompt_table(ps: list[Prompt]):

@@ -18,8 +18,8 @@ from compseed_lib import generate as G
 from compseed_lib import prompts
 from compseed_lib.config import GenerateConfig, ModelConfig
 from compseed_lib.pipelines import ModelLoadError, latent_shape, load_pipeline
-from compseed_lib.testing import registered_folder
 from compseed_lib.store import Run, sha256_file
+from compseed_lib.testing import registered_folder
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

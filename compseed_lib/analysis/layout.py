@@ -16,6 +16,15 @@ import numpy as np
 import pandas as pd
 
 
+def unsupported(world: str) -> str | None:
+    """Why the layout analysis cannot run for a run's prompt world (None when it can): object masks come
+    from the mini world's exact judge, which reads only mini-world images."""
+    if world != "miniworld":
+        return (f"layout heatmaps need object masks, which only the mini world's exact judge gives; this run's "
+                f"prompts are from {world!r}: skipped")
+    return None
+
+
 def object_masks(run, stage: str) -> pd.DataFrame:
     """One boolean mask per image: pixels inside any object box the judge found."""
     from ..miniworld import judge_scene
