@@ -273,3 +273,40 @@ def test_loader_rewords_broken_files_but_not_out_of_memory(tmp_path, monkeypatch
     monkeypatch.setattr(pipelines, "_from_pretrained", oom)
     with pytest.raises(torch.OutOfMemoryError):
         load_pipeline(ModelConfig(pipeline="tiny-sd"))
+
+
+DISTRIBUTED_SCRIPT = """
+import sys
+import torch
+from compseed_lib import generate as G, prompts
+from compseed_lib.config import GenerateConfig, ModelConfig
+from compseed_lib.pipelines import load_pipeline
+from compseed_lib.store import Run
+torch.set_num_threads(1)
+pipe, info = load_pipeline(ModelConfig(pipeline="tiny-sd"))
+jobs = G.make_jobs(prompts.load("miniworld", "train", limit=2), [0, 1, 2])
+G.generate_distributed(Run(sys.argv[1]), "dist", pipe, info, jobs,
+                       GenerateConfig(steps=2, guidance=5.0, batch_size=4), progress=False)
+"""
+
+
+def test_generate_distributed_under_accelerate_launch_with_two_processes(sd, cache, tmp_path):
+    """Two CPU processes under `accelerate launch` share one run directory: every image once, each the
+    same as a single process makes it."""
+    script = tmp_path / "gen.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    env = {**os.environ, "COMPSEED_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          str(script), str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = Run(tmp_path / "run")
+    dist = run.ledger.images("dist")
+    jobs = G.make_jobs(prompts.load("miniworld", "train", limit=2), [0, 1, 2])
+    assert len(dist) == len(jobs) == 12 and not dist.duplicated(["prompt_id", "seed"]).any()
+    pipe, info = sd
+    single = G.generate(run, "single", pipe, info, jobs, GenerateConfig(steps=2, guidance=5.0, batch_size=4),
+                        progress=False)
+    a, b = _pixels(run, dist), _pixels(run, single)
+    assert a.keys() == b.keys() and all(np.abs(a[k] - b[k]).max() <= 1 for k in a)  # float kernels: <= 1/255
