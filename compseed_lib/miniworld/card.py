@@ -19,12 +19,10 @@ import pandas as pd
 
 def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
     """Training loss (running mean per log interval) against step; one line per (history, first step)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend chosen for the whole process
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     for i, hist in enumerate(histories, 1):
         ax.plot([h[0] + hist[1] for h in hist[0]], [h[1] for h in hist[0]], label=f"stage {i}")
     if len(histories) > 1:
@@ -35,7 +33,6 @@ def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
     ax.set_title("mini-world UNet + text encoder training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _unnamed(c: dict) -> str:

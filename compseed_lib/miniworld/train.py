@@ -272,7 +272,6 @@ def train(cfg: TrainConfig) -> Path:
     from diffusers.training_utils import EMAModel
 
     train_prior_stage(cfg)
-    torch.set_num_threads(cfg.threads)
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
     # 1. scenes
@@ -441,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_dataclass(TrainConfig, args.config, args.set)
+    torch.set_num_threads(cfg.threads)  # the CLI decides process-wide settings, not train()
     out = export_checkpoint(cfg) if args.export_only else train(cfg)
     print(f"model written to {out}")
     return 0
