@@ -185,7 +185,9 @@ def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:
 
 
 # ------------------------------------------------------------------ loading
-def _from_pretrained(source: str, revision: str | None, dtype: torch.dtype):
+def from_pretrained(source: str, revision: str | None = None, dtype: torch.dtype = torch.float32):
+    """`DiffusionPipeline.from_pretrained` with every component in `dtype` (fp16 weights on disk are
+    upcast: transformers would otherwise keep a text encoder in the dtype it was saved in)."""
     from diffusers import DiffusionPipeline
     from diffusers.utils import deprecation_utils
 
@@ -223,7 +225,7 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
     else:
         where = str(Path(source).expanduser()) if kind == "folder" else source
     try:
-        pipe = _from_pretrained(where, cfg.revision if kind == "hub" else None, dtype)
+        pipe = from_pretrained(where, cfg.revision if kind == "hub" else None, dtype)
     except _load_errors() as e:
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         hint = {"registered": f"delete {where} to rebuild it", "shipped": "restore models/ from git",

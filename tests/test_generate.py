@@ -270,7 +270,7 @@ def test_loader_rewords_broken_files_but_not_out_of_memory(tmp_path, monkeypatch
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(pipelines, "_from_pretrained", oom)
+    monkeypatch.setattr(pipelines, "from_pretrained", oom)
     with pytest.raises(torch.OutOfMemoryError):
         load_pipeline(ModelConfig(pipeline="tiny-sd"))
 

@@ -101,7 +101,9 @@ def tiny_model(tmp_path_factory):
 
 
 def test_tiny_training_exports_a_loadable_sd_pipeline(tiny_model):
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
+
+    from compseed_lib.pipelines import from_pretrained
 
     cfg, out = tiny_model
     record = json.loads((out / "training_record.json").read_text())
@@ -109,8 +111,14 @@ def test_tiny_training_exports_a_loadable_sd_pipeline(tiny_model):
     assert len(record["loss_history"]) >= 2 and all(np.isfinite(h[1]) for h in record["loss_history"])
     assert not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))  # no pickles shipped
     assert json.loads((out / "tokenizer" / "tokenizer.json").read_text())["padding"] is None  # no training state
-    pipe = DiffusionPipeline.from_pretrained(out)
+    from safetensors.torch import load_file
+
+    for part in ("unet", "text_encoder", "vae"):  # shipped as fp16 (half the bytes), loaded as float32
+        weights = load_file(str(next((out / part).glob("*.safetensors"))))
+        assert {t.dtype for t in weights.values()} == {torch.float16}, part
+    pipe = from_pretrained(out)
     assert isinstance(pipe, StableDiffusionPipeline)
+    assert {p.dtype for m in (pipe.unet, pipe.text_encoder, pipe.vae) for p in m.parameters()} == {torch.float32}
     pipe.set_progress_bar_config(disable=True)
     g = [torch.Generator().manual_seed(s) for s in (0, 1)]
     images = pipe(["two balls, on the sand", "a star under a box"], num_inference_steps=2, height=32,
@@ -211,19 +219,18 @@ def test_shipped_model_loads_by_name_and_draws_scenes():
 
 
 def test_tiny_training_logs_the_caption_probe_and_text_separation_runs(tiny_model):
-    from diffusers import DiffusionPipeline
-
     from compseed_lib.miniworld.evaluate_model import text_separation
+    from compseed_lib.pipelines import from_pretrained
 
     cfg, out = tiny_model
     assert cfg.caption_loss > 0
     history = json.loads((out / "training_record.json").read_text())["loss_history"]
     assert all(len(h) == 4 and np.isfinite(h[3]) and h[3] > 0 for h in history)  # caption loss logged
-    table = text_separation(DiffusionPipeline.from_pretrained(out))
+    table = text_separation(from_pretrained(out))
     assert list(table.differs_in) == ["left vs right", "left vs above", "above vs below", "first object",
                                       "count", "background"]
     # the table measures what it says: recompute one row by hand from the same encoder
-    pipe = DiffusionPipeline.from_pretrained(out)
+    pipe = from_pretrained(out)
     objs, bgs = objects_and_backgrounds()
     texts = [t for a in objs for t in (P.numerical_text(a, 3, bgs[0]), P.numerical_text(a, 4, bgs[0]))]
     ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import prompts as P
 from ..generate import seed_noise
-from ..pipelines import latent_shape
+from ..pipelines import from_pretrained, latent_shape
 from .data import objects_and_backgrounds
 from .judge import decide_relation, judge_scene
 
@@ -166,7 +166,6 @@ def text_separation(pipe) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: evaluate a pipeline folder and write the tables as CSV/JSON."""
-    from diffusers import DiffusionPipeline
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="pipeline folder, e.g. models/miniworld")
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
-    pipe = DiffusionPipeline.from_pretrained(args.model)
+    pipe = from_pretrained(args.model)  # float32, also from fp16 weights
     pipe.set_progress_bar_config(disable=True)
     res = evaluate(pipe, args.seeds, args.steps, args.guidance, seed_offset=args.seed_offset)
     res["text_separation"] = text_separation(pipe)

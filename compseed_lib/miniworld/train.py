@@ -384,7 +384,8 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, histo
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe = assemble_pipeline(spec, build_tokenizer(spec), text_encoder, vae, unet)
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    pipe.to(dtype=torch.float16).save_pretrained(tmp, safe_serialization=True)  # half the bytes in git;
+    # loaders upcast (pipelines.from_pretrained), training continues in float32 (load_state_dict copies)
     record = {"config": asdict(cfg), "spec": asdict(spec), "steps": cfg.steps,
               "images_seen": cfg.steps * cfg.batch, "vae_images_seen": cfg.vae_steps * cfg.vae_batch,
               "parameters": {"unet": count_parameters(unet), "text_encoder": count_parameters(text_encoder),
