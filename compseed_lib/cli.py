@@ -5,6 +5,8 @@
     compseed judge-accuracy [--n 2000] [--out reports/judge_accuracy.md]
     compseed prompts miniworld train
     compseed train-miniworld configs/train/miniworld.yaml
+    compseed evaluate-model models/miniworld --seeds 64 --steps 10 --out reports/miniworld_eval
+    compseed model-card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
 """
 from __future__ import annotations
 
@@ -63,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return server.main(argv[1:]) or 0
     if argv and argv[0] == "train-miniworld":
-        from .miniworld import train
+        from .miniworld.generator import train
 
         return train.main(argv[1:]) or 0
+    if argv and argv[0] == "evaluate-model":
+        from .miniworld.generator import evaluate
+
+        return evaluate.main(argv[1:]) or 0
+    if argv and argv[0] == "model-card":
+        from .miniworld.generator import card
+
+        return card.main(argv[1:]) or 0
     if argv and argv[0] == "judge-accuracy":
         from .miniworld import report
 
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
     sub.add_parser("judge-accuracy", help="measure the mini-world judge on fresh renders (see --help)")
+    sub.add_parser("evaluate-model", help="the model card's numbers for a mini-world generator (see --help)")
+    sub.add_parser("model-card", help="write a mini-world generator's model card (see --help)")
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:

@@ -10,10 +10,10 @@ import yaml
 
 from compseed_lib import prompts as P
 from compseed_lib.config import ConfigError, load_dataclass
-from compseed_lib.miniworld import data
-from compseed_lib.miniworld.data import objects_and_backgrounds
-from compseed_lib.miniworld.model import MiniModelSpec, build_tokenizer, build_unet
-from compseed_lib.miniworld.train import TrainConfig, train
+from compseed_lib.miniworld.generator import data
+from compseed_lib.miniworld.generator.data import objects_and_backgrounds
+from compseed_lib.miniworld.generator.model import MiniModelSpec, build_tokenizer, build_unet
+from compseed_lib.miniworld.generator.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_bad_training_config_names_the_key(tmp_path):
 def test_export_of_a_checkpoint_matches_the_trained_export(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
-    from compseed_lib.miniworld.train import export_checkpoint
+    from compseed_lib.miniworld.generator.train import export_checkpoint
 
     cfg, out = tiny_model
     cfg2 = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "exported")})
@@ -219,7 +219,7 @@ def test_shipped_model_loads_by_name_and_draws_scenes():
 
 
 def test_tiny_training_logs_the_caption_probe_and_text_separation_runs(tiny_model):
-    from compseed_lib.miniworld.evaluate_model import text_separation
+    from compseed_lib.miniworld.generator.evaluate import text_separation
     from compseed_lib.pipelines import from_pretrained
 
     cfg, out = tiny_model
@@ -243,7 +243,8 @@ def test_tiny_training_logs_the_caption_probe_and_text_separation_runs(tiny_mode
 
 
 def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_path):
-    from compseed_lib.miniworld import card, evaluate_model
+    from compseed_lib.miniworld.generator import card
+    from compseed_lib.miniworld.generator import evaluate as evaluate_model
 
     cfg, out = tiny_model
     stage2 = TrainConfig(**{**cfg.__dict__, "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "model"),
@@ -274,7 +275,7 @@ def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_p
 
 def test_relation_sensitivity_ratio_on_constructed_images():
     """The card's sensitivity ratio: same-seed left/right distance over different-seed distance."""
-    from compseed_lib.miniworld.evaluate_model import relation_sensitivity
+    from compseed_lib.miniworld.generator.evaluate import relation_sensitivity
 
     sp = [p for p in P.spatial_prompts("miniworld", "train") if p.obj.name == "ball" and p.obj_b.name == "star"]
     left = next(p for p in sp if p.relation == "left")

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import prompts as P
-from ..store import atomic_write_bytes, atomic_write_text
-from .render import render_count, render_relation
-from .vocab import DEFAULT_BACKGROUND
+from ... import prompts as P
+from ...store import atomic_write_bytes, atomic_write_text
+from ..render import render_count, render_relation
+from ..vocab import DEFAULT_BACKGROUND
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000

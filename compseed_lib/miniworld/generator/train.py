@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import load_dataclass
-from ..store import atomic_write_text
+from ...config import load_dataclass
+from ...store import atomic_write_text
 from . import data
 from .model import (
     MiniModelSpec,

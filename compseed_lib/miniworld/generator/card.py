@@ -4,14 +4,13 @@ Inputs: `<model>/training_record.json` (train.py) and an evaluation folder (eval
 Outputs: `<model>/README.md` and `<model>/loss_curve.png`.
 
 Usage:
-    python -m compseed_lib.miniworld.card MODEL_DIR [EVAL_DIR [NOTES.md]]
+    compseed model-card MODEL_DIR [EVAL_DIR [NOTES.md]]
     # the shipped card, with its notes on how the model got here:
-    python -m compseed_lib.miniworld.card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
+    compseed model-card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +36,7 @@ def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
 
 def _unnamed(c: dict) -> str:
     """What a spatial caption naming no background showed (records before the rule existed: random)."""
-    from .vocab import DEFAULT_BACKGROUND
+    from ..vocab import DEFAULT_BACKGROUND
 
     rule = c.get("unnamed_background", "random")
     return f", unnamed background {repr(DEFAULT_BACKGROUND) if rule == 'default' else rule}"
@@ -108,7 +107,7 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  f"{int(s['seeds'])} held-out seeds (from {int(s.get('seed_offset', 10_000))}) × 40 counting "
                  f"prompts (8 objects × counts 2–6, both "
                  f"splits) and 40 spatial prompts (10 object pairs × 4 relations), {int(s['steps'])} DDIM steps, "
-                 f"guidance {s['guidance']}. Command: `python -m compseed_lib.miniworld.evaluate_model "
+                 f"guidance {s['guidance']}. Command: `compseed evaluate-model "
                  f"models/miniworld --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
                  f"--out reports/miniworld_eval`.", "",
                  _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "seed_offset", "steps", "guidance"],
@@ -130,6 +129,20 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
     return out
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`compseed model-card MODEL_DIR [EVAL_DIR [NOTES.md]]`: write MODEL_DIR/README.md."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="compseed model-card", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="pipeline folder, e.g. models/miniworld")
+    ap.add_argument("eval", nargs="?", help="folder of `compseed evaluate-model --out` tables")
+    ap.add_argument("notes", nargs="?", help="a markdown file of notes for the card's last section")
+    args = ap.parse_args(argv)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    print(write_card(args.model, args.eval, notes))
+    return 0
+
+
 if __name__ == "__main__":
-    notes = Path(sys.argv[3]).read_text() if len(sys.argv) > 3 else ""
-    print(write_card(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None, notes))
+    raise SystemExit(main())

@@ -11,7 +11,7 @@ relations) under held-out seeds —
 and `summary`, the issue's acceptance numbers in one row.
 
 Usage:
-    python -m compseed_lib.miniworld.evaluate_model models/miniworld --seeds 64 --out reports/miniworld_eval
+    compseed evaluate-model models/miniworld --seeds 64 --out reports/miniworld_eval
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import prompts as P
-from ..generate import seed_noise
-from ..pipelines import from_pretrained, latent_shape
+from ... import prompts as P
+from ...generate import seed_noise
+from ...pipelines import from_pretrained, latent_shape
+from ..judge import decide_relation, judge_scene
 from .data import objects_and_backgrounds
-from .judge import decide_relation, judge_scene
 
 log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10_000  # held-out seeds: training never used these noises for evaluation

@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import prompts as P
+from ... import prompts as P
 
 SPECIALS = ["[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"]
 
