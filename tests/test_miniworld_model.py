@@ -14,6 +14,7 @@ from compseed_lib.miniworld.generator import data
 from compseed_lib.miniworld.generator.data import objects_and_backgrounds
 from compseed_lib.miniworld.generator.model import MiniModelSpec, build_tokenizer, build_unet
 from compseed_lib.miniworld.generator.train import TrainConfig, train
+from compseed_lib.store import Run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,7 +255,10 @@ def test_evaluation_tables_and_model_card_of_a_two_stage_model(tiny_model, tmp_p
     assert record["images_seen_total"] == (cfg.steps + 2) * cfg.batch
     assert record["init_from_record"]["steps"] == cfg.steps
     assert evaluate_model.main([str(model), "--seeds", "2", "--steps", "2", "--seed-offset", "20000",
-                                "--out", str(tmp_path / "eval")]) == 0
+                                "--out", str(tmp_path / "eval"), "--run", str(tmp_path / "evalrun")]) == 0
+    # through the engine and the judge stage: images in a run's ledger, one judgement per image
+    run = Run(tmp_path / "evalrun")
+    assert len(run.ledger.images("eval_2steps_cfg4")) == len(run.ledger.judgements("eval_2steps_cfg4")) == 160
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     images = pd.read_csv(tmp_path / "eval" / "images.csv")
     assert summary["seeds"] == 2 and summary["seed_offset"] == 20000

@@ -10,6 +10,9 @@ relations) under held-out seeds —
   text_separation  (main only) text-encoder distance between captions that differ in one word
 and `summary`, the issue's acceptance numbers in one row.
 
+The images are made by the kit's generation engine into a run directory and judged by the judge
+stage (the same code path as `compseed run`), so the card's numbers come from what users run.
+
 Usage:
     compseed evaluate-model models/miniworld --seeds 64 --out reports/miniworld_eval
 """
@@ -26,29 +29,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import prompts as P
-from ...generate import seed_noise
-from ...pipelines import from_pretrained, latent_shape
-from ..judge import decide_relation, judge_scene
+from ...config import GenerateConfig, JudgeConfig, ModelConfig
+from ...generate import generate, make_jobs
+from ...judge import judge_stage
+from ...pipelines import load_pipeline
+from ...store import Run, sha256_file
+from ..judge import judge_scene
 from .data import objects_and_backgrounds
 
 log = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 10_000  # held-out seeds: training never used these noises for evaluation
 VALIDATION_SEED_OFFSET = 20_000  # seeds for choosing among checkpoints
-
-
-def sample(pipe, texts: list[str], seeds: list[int], steps: int, guidance: float, size: int,
-           batch: int = 64) -> list[np.ndarray]:
-    """Images (uint8 HxWx3) for (text, seed) pairs, each seed's noise drawn on its own generator."""
-    shape = latent_shape(pipe, size, size)
-    out = []
-    for i in tqdm(range(0, len(texts), batch), desc="sample", leave=False):
-        t, s = texts[i:i + batch], seeds[i:i + batch]
-        lat = seed_noise(s, shape, "cpu", device=pipe.device, dtype=pipe.unet.dtype)
-        with torch.inference_mode():
-            ims = pipe(t, latents=lat, num_inference_steps=steps, guidance_scale=guidance, height=size,
-                       width=size, output_type="np").images
-        out.extend((ims * 255).round().clip(0, 255).astype(np.uint8))
-    return out
 
 
 def eval_prompts(counts: tuple[int, ...] = (2, 3, 4, 5, 6), pairs_per_split: int = 5):
@@ -66,32 +57,57 @@ def eval_prompts(counts: tuple[int, ...] = (2, 3, 4, 5, 6), pairs_per_split: int
     return count_ps, spatial_ps
 
 
-def evaluate(pipe, n_seeds: int = 64, steps: int = 20, guidance: float = 4.0, size: int = 32,
-             counts: tuple[int, ...] = (2, 3, 4, 5, 6), batch: int = 64,
-             seed_offset: int = EVAL_SEED_OFFSET) -> dict[str, pd.DataFrame]:
-    """Generate the evaluation prompts (`eval_prompts`) under held-out seeds and judge them exactly.
-    Choosing among checkpoints uses other seeds (VALIDATION_SEED_OFFSET), so the card's numbers are
-    measured on seeds nothing was selected on."""
+def default_run_dir(model: str | Path) -> Path:
+    """`runs/_eval/<model folder>-<12 hex of its denoiser weights' sha256>`: a retrained model never
+    resumes another's images."""
+    folder = Path(model)
+    weights = sorted((folder / "unet").glob("*.safetensors")) + sorted((folder / "transformer").glob("*.safetensors"))
+    digest = sha256_file(weights[0])[:12] if weights else "unknown"
+    return Path("runs") / "_eval" / f"{folder.name}-{digest}"
+
+
+def evaluate(model: str | Path, n_seeds: int = 64, steps: int = 20, guidance: float = 4.0, size: int = 32,
+             counts: tuple[int, ...] = (2, 3, 4, 5, 6), batch: int = 64, seed_offset: int = EVAL_SEED_OFFSET,
+             run_dir: str | Path | None = None, device: str = "auto") -> dict[str, pd.DataFrame]:
+    """Generate the evaluation prompts (`eval_prompts`) under held-out seeds and judge them exactly, on
+    the code path users run: the generation engine (per-seed noise, ledger, resume) into a run
+    directory, the judge stage through the OpenAI protocol for each prompt's question (count / relation),
+    and the world's exact judge on the same stored images for what no question asks (object present,
+    background). Choosing among checkpoints uses other seeds (VALIDATION_SEED_OFFSET), so the card's
+    numbers are measured on seeds nothing was selected on."""
+    pipe, info = load_pipeline(ModelConfig(pipeline=str(model), device=device))
+    run = Run(run_dir or default_run_dir(model))
     seeds = list(range(seed_offset, seed_offset + n_seeds))
     count_ps, spatial_ps = eval_prompts(counts)
-    rows = []
-    jobs = [(p, s) for p in count_ps + spatial_ps for s in seeds]
-    images = sample(pipe, [p.text for p, _ in jobs], [s for _, s in jobs], steps, guidance, size, batch)
-    by_key = {}
-    for (p, seed), img in zip(jobs, images):
-        j = judge_scene(img)
+    ps = count_ps + spatial_ps
+    stage = f"eval_{steps}steps_cfg{guidance:g}"
+    gen = GenerateConfig(seeds=seeds, steps=steps, guidance=guidance, height=size, width=size, batch_size=batch)
+    images = generate(run, stage, pipe, info, make_jobs(ps, seeds), gen)
+    answers = judge_stage(run, stage, ps, JudgeConfig())
+    answer = {(r.prompt_id, int(r.seed)): r for r in answers.itertuples()}
+    by_id = {p.id: p for p in ps}
+    rows, by_key = [], {}
+    for r in tqdm(list(images.itertuples()), desc="read back", unit="img", leave=False):
+        p, seed = by_id.get(r.prompt_id), int(r.seed)
+        if p is None or seed not in seeds:
+            continue
+        img = np.asarray(run.read_image(r))
+        j = judge_scene(img)  # presence and background: the world's own exact measures
         by_key[(p.text, seed)] = img
+        a = answer[(p.id, seed)]
         row = dict(prompt=p.text, kind=p.kind, category=p.category, seed=seed, obj=p.obj.name,
                    present=j.counts.get(p.obj.name, 0) > 0, judged_background=j.background)
         if p.kind == "count":
-            row.update(asked=p.count, judged=j.counts.get(p.obj.name, 0), background=p.background,
-                       background_ok=j.background == p.background)
-            row["correct"] = row["judged"] == p.count
+            judged = int(a.parsed_answer) if isinstance(a.parsed_answer, str) else -1
+            row.update(asked=p.count, judged=judged, background=p.background,
+                       background_ok=j.background == p.background, correct=judged == p.count)
         else:
             both = row["present"] and j.counts.get(p.obj_b.name, 0) > 0
-            holds = decide_relation(j, p.obj.name, p.relation, p.obj_b.name) if both else None  # judged once
+            holds = (a.parsed_answer == "yes") if both else None  # the judge's verdict, given both drawn
             row.update(obj_b=p.obj_b.name, relation=p.relation, both_present=both, correct=holds)
         rows.append(row)
+    order = {(p.text, s): i for i, (p, s) in enumerate((p, s) for p in ps for s in seeds)}
+    rows.sort(key=lambda row: order[(row["prompt"], row["seed"])])  # job order, as the tables always had
     df = pd.DataFrame(rows)
     cnt, spa = df[df.kind == "count"].astype({"asked": int, "judged": int}), df[df.kind == "spatial"]
     counting = cnt.groupby("asked").agg(images=("correct", "size"), kind_present=("present", "mean"),
@@ -176,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-offset", type=int, default=EVAL_SEED_OFFSET,
                     help=f"first seed; {VALIDATION_SEED_OFFSET} for choosing among checkpoints")
     ap.add_argument("--out", default=None, help="folder for the tables")
+    ap.add_argument("--run", default=None, help="run directory for the images and ledger (default: "
+                                                "runs/_eval/<model>-<weights hash>; resumable)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    torch.set_num_threads(args.threads)
-    pipe = from_pretrained(args.model)  # float32, also from fp16 weights
-    pipe.set_progress_bar_config(disable=True)
-    res = evaluate(pipe, args.seeds, args.steps, args.guidance, seed_offset=args.seed_offset)
+    torch.set_num_threads(args.threads)  # the CLI decides process-wide settings
+    res = evaluate(args.model, args.seeds, args.steps, args.guidance, seed_offset=args.seed_offset,
+                   run_dir=args.run)
+    pipe, _ = load_pipeline(ModelConfig(pipeline=args.model, device="cpu"))
     res["text_separation"] = text_separation(pipe)
     print(res["text_separation"].to_string(index=False))
     print(res["summary"].T.to_string())

@@ -8,8 +8,9 @@ The steps of one run, each resumable (finished work is found on disk and skipped
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
      (a run continued from `init_from` keeps that model's VAE and scaling_factor)
   4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
-     10% caption dropout for classifier-free guidance, EMA), checkpoint every `checkpoint_every`
-     steps to work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
+     10% caption dropout for classifier-free guidance, EMA) in the kit's shared loop
+     (`compseed_lib.training.Trainer`): checkpoint every `checkpoint_every` steps to
+     work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
      with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
      structure (relation, kinds, count, background) off the text encoder's EOS state, which keeps
      words that the diffusion loss alone leaves indistinct (left/right) apart
@@ -20,6 +21,7 @@ batches as an uninterrupted one. Same code on a laptop CPU (threads=1) and a GPU
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ...config import load_dataclass
 from ...store import atomic_write_text
+from ...training import LoopConfig, Trainer, batch_generator, latest_checkpoint, load_optimizer, save_optimizer
 from . import data
 from .model import (
     MiniModelSpec,
@@ -77,9 +80,19 @@ class TrainConfig:
     #                               kept as is, its UNet and text encoder start the UNet stage
     init_from_config: str | None = None  # the training config that writes init_from: run first when
     #                                      init_from is missing, so the last stage's config runs them all
-    checkpoint_every: int = 500
+    weight_decay: float = 0.01  # AdamW, UNet stage
+    grad_clip: float = 1.0  # max gradient norm, UNet stage
+    encode_batch: int = 256  # scenes per VAE call when encoding latents
+    checkpoint_every: int = 500  # UNet steps; the VAE saves every 4x as many of its steps
     keep_checkpoints: int = 2
     log_every: int = 50
+
+    def loop(self) -> LoopConfig:
+        """The shared training loop's settings for the UNet stage."""
+        return LoopConfig(steps=self.steps, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
+                          grad_clip=self.grad_clip, ema_decay=self.ema_decay, seed=self.seed,
+                          checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
+                          log_every=self.log_every)
 
 
 class CaptionProbe(torch.nn.Module):
@@ -125,52 +138,6 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (B, 3, H, W) in [-1, 1]
 
 
-# ---------------------------------------------------------------------------- checkpoints (no pickle)
-def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    """AdamW state as safetensors: '<param index>.<key>' tensors."""
-    from safetensors.torch import save_file
-
-    params = [p for g in opt.param_groups for p in g["params"]]
-    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
-               for i, p in enumerate(params) for k, v in opt.state.get(p, {}).items()}
-    save_file(tensors, str(path))
-
-
-def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    """Inverse of save_optimizer."""
-    from safetensors.torch import load_file
-
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for key, value in load_file(str(path)).items():
-        i, k = key.split(".", 1)
-        p = params[int(i)]
-        opt.state.setdefault(p, {})[k] = value.to(p.device) if k != "step" else value
-
-
-def _save_checkpoint(ck_dir: Path, step: int, modules: dict, emas: dict, opt, history: list, keep: int) -> None:
-    """Everything a resume needs, written into a temp folder that is renamed into place only when whole."""
-    from safetensors.torch import save_file
-
-    tmp = ck_dir / f".tmp_step_{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, m in modules.items():
-        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp / f"{name}.safetensors"))
-    for name, ema in emas.items():
-        save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
-                  str(tmp / f"{name}.safetensors"))
-    save_optimizer(opt, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
-    tmp.rename(ck_dir / f"step_{step:07d}")
-    for old in sorted(ck_dir.glob("step_*"))[:-keep]:
-        shutil.rmtree(old)
-
-
-def _latest_checkpoint(ck_dir: Path) -> Path | None:
-    found = sorted(ck_dir.glob("step_*"))
-    return found[-1] if found else None
-
-
 # ---------------------------------------------------------------------------- stage 2: VAE
 def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: torch.device):
     """Train the AutoencoderKL (L1 + MSE + small KL) up to `vae_steps`, resuming from work_dir/vae."""
@@ -190,7 +157,7 @@ def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: to
         load_optimizer(opt, folder / "optimizer.safetensors")
     bar = tqdm(range(done, cfg.vae_steps), initial=done, total=cfg.vae_steps, desc="vae")
     for step in bar:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        g = batch_generator(LoopConfig(seed=cfg.seed, seed_offset=0), step)
         idx = torch.randint(len(images), (cfg.vae_batch,), generator=g).numpy()
         x = _to_tensor(images[idx]).to(dev)
         post = vae.encode(x).latent_dist
@@ -231,8 +198,8 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
     if path.is_file() and (safe_open(str(path), "pt").metadata() or {}) == meta:
         z = load_file(str(path))["latents"].float()
     else:  # no cache, or one encoded from other scenes or by an earlier state of the VAE
-        parts = [vae.encode(_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean.cpu()
-                 for i in tqdm(range(0, len(images), 256), desc="encode")]
+        parts = [vae.encode(_to_tensor(images[i:i + cfg.encode_batch]).to(dev)).latent_dist.mean.cpu()
+                 for i in tqdm(range(0, len(images), cfg.encode_batch), desc="encode")]
         z = torch.cat(parts)
         save_file({"latents": z.half().contiguous()}, str(path), metadata=meta)
     set_latent_scale(cfg, vae, z)
@@ -269,8 +236,6 @@ def train_prior_stage(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig) -> Path:
     """One training run, after any earlier stage it continues from; returns the exported folder."""
-    from diffusers.training_utils import EMAModel
-
     train_prior_stage(cfg)
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
@@ -303,35 +268,15 @@ def train(cfg: TrainConfig) -> Path:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     if cfg.caption_loss > 0:
         params += list(probe.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    ema_unet, ema_text = EMAModel(unet.parameters(), decay=cfg.ema_decay), \
-        EMAModel(text_encoder.parameters(), decay=cfg.ema_decay)
-    ck_dir = work / "checkpoints"
-    ck_dir.mkdir(parents=True, exist_ok=True)
-    step, history = 0, []
-    latest = _latest_checkpoint(ck_dir)
-    if latest is not None:
-        from safetensors.torch import load_file
-
-        unet.load_state_dict(load_file(str(latest / "unet.safetensors")))
-        text_encoder.load_state_dict(load_file(str(latest / "text_encoder.safetensors")))
-        if (latest / "caption_probe.safetensors").is_file():
-            probe.load_state_dict(load_file(str(latest / "caption_probe.safetensors")))
-        for ema, name in ((ema_unet, "ema_unet"), (ema_text, "ema_text_encoder")):
-            shadow = load_file(str(latest / f"{name}.safetensors"))
-            ema.shadow_params = [shadow[str(i)].to(dev) for i in range(len(ema.shadow_params))]
-        load_optimizer(opt, latest / "optimizer.safetensors")
-        state = json.loads((latest / "state.json").read_text())
-        step, history = state["step"], state["history"]
-        ema_unet.optimization_step = ema_text.optimization_step = step
-        log.info("resumed from %s", latest)
+    loop = Trainer({"unet": unet, "text_encoder": text_encoder, "caption_probe": probe},
+                   ema=["unet", "text_encoder"], params=params, cfg=cfg.loop(), work_dir=work,
+                   device=dev)
+    loop.resume()
     log.info("unet %.2fM, text encoder %.2fM parameters", count_parameters(unet) / 1e6,
              count_parameters(text_encoder) / 1e6)
-    bar = tqdm(total=cfg.steps, initial=step, desc="unet")
-    t0 = time.time() - (history[-1][2] if history else 0.0)  # the loss record's clock runs across resumes
-    running, running_aux = [], []
-    while step < cfg.steps:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 10_000_019 + step)
+
+    def loss_fn(step: int, g: torch.Generator, m: dict) -> tuple[torch.Tensor, dict]:
+        """v-prediction (or epsilon) loss on a batch drawn from `g`, plus the caption probe's."""
         idx = (torch.randint(len(latents), (cfg.batch,), generator=g) if cfg.spatial_weight == 1.0
                else torch.multinomial(weights, cfg.batch, replacement=True, generator=g))
         z0 = latents[idx].to(dev)
@@ -342,37 +287,19 @@ def train(cfg: TrainConfig) -> Path:
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t) if spec.prediction_type == "v_prediction" else noise
-        for gr in opt.param_groups:  # linear warmup, then constant (EMA smooths the end)
-            gr["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        hidden, pooled = text_encoder(ids.to(dev))[:2]
-        pred = unet(zt, t, hidden).sample
+        hidden, pooled = m["text_encoder"](ids.to(dev))[:2]
+        pred = m["unet"](zt, t, hidden).sample
         loss = mse = F.mse_loss(pred.float(), target.float())
+        metrics = {"loss": mse.item()}
         if cfg.caption_loss > 0:
-            aux = probe(pooled.float(), lab.to(dev))
-            running_aux.append(aux.item())
+            aux = m["caption_probe"](pooled.float(), lab.to(dev))
+            metrics["caption"] = aux.item()
             loss = loss + cfg.caption_loss * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema_unet.step(unet.parameters())
-        ema_text.step(text_encoder.parameters())
-        step += 1
-        running.append(mse.item())
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            history.append([step, float(np.mean(running)), round(time.time() - t0, 1)]
-                           + ([round(float(np.mean(running_aux)), 4)] if running_aux else []))
-            bar.set_postfix(loss=f"{history[-1][1]:.4f}", **({"caption": history[-1][3]} if running_aux else {}))
-            running, running_aux = [], []
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save_checkpoint(ck_dir, step, {"unet": unet, "text_encoder": text_encoder, "caption_probe": probe},
-                             {"ema_unet": ema_unet, "ema_text_encoder": ema_text}, opt, history,
-                             cfg.keep_checkpoints)
-    bar.close()
+        return loss, metrics
+
+    history = loop.run(loss_fn, desc="unet")
     # 5. export EMA weights
-    ema_unet.copy_to(unet.parameters())
-    ema_text.copy_to(text_encoder.parameters())
+    loop.use_ema()
     return export(cfg, spec, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
                   time.time() - t_start)
 
@@ -383,9 +310,11 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, histo
     out = Path(cfg.out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe = assemble_pipeline(spec, build_tokenizer(spec), text_encoder, vae, unet)
-    pipe.to(dtype=torch.float16).save_pretrained(tmp, safe_serialization=True)  # half the bytes in git;
-    # loaders upcast (pipelines.from_pretrained), training continues in float32 (load_state_dict copies)
+    # fp16 on disk: half the bytes in git; loaders upcast (pipelines.from_pretrained), and a run continued
+    # from it trains in float32 (load_state_dict copies into float32 weights)
+    halves = [copy.deepcopy(m).half() for m in (text_encoder, vae, unet)]
+    pipe = assemble_pipeline(spec, build_tokenizer(spec), *halves)
+    pipe.save_pretrained(tmp, safe_serialization=True)
     record = {"config": asdict(cfg), "spec": asdict(spec), "steps": cfg.steps,
               "images_seen": cfg.steps * cfg.batch, "vae_images_seen": cfg.vae_steps * cfg.vae_batch,
               "parameters": {"unet": count_parameters(unet), "text_encoder": count_parameters(text_encoder),
@@ -412,7 +341,7 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) ->
     from safetensors.torch import load_file
 
     spec, work = _spec(cfg), Path(cfg.work_dir)
-    ck = Path(checkpoint) if checkpoint else _latest_checkpoint(work / "checkpoints")
+    ck = Path(checkpoint) if checkpoint else latest_checkpoint(work / "checkpoints")
     if ck is None or not (ck / "state.json").is_file():
         raise FileNotFoundError(f"no checkpoint to export in {work / 'checkpoints'}")
     tokenizer = build_tokenizer(spec)
