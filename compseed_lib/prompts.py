@@ -158,6 +158,19 @@ def folder(world: str | Path) -> Path:
     return path
 
 
+def world_objects(world: str | Path = "miniworld") -> list[Obj]:
+    """Every object of a world, train split then eval split (the one reader of all of a world's objects)."""
+    root = folder(world)
+    return [o for s in SPLITS if (root / f"objects_{s}.txt").is_file() for o in read_objects(root / f"objects_{s}.txt")]
+
+
+def world_backgrounds(world: str | Path = "miniworld") -> list[str]:
+    """Every background phrase of a world, train split then eval split."""
+    root = folder(world)
+    return [b for s in SPLITS if (root / f"backgrounds_{s}.txt").is_file()
+            for b in read_backgrounds(root / f"backgrounds_{s}.txt")]
+
+
 def numerical_prompts(world: str | Path = "miniworld", split: str = "train",
                       counts: tuple[int, ...] = (2, 3, 4, 5, 6)) -> list[Prompt]:
     """Every (object, count, background) of a split, in file order."""

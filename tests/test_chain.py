@@ -13,7 +13,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from compseed_lib.chain import CHAIN, check_inputs
+from compseed_lib.chain import CHAIN, check_inputs, notebook_of
 from compseed_lib.config import config_from_dict
 from compseed_lib.store import Run, atomic_write_bytes, sha256_file
 
@@ -152,7 +152,7 @@ def test_dead_kernel_and_ctrl_c_end_in_one_line(chain_run, tmp_path):
     root, sets, _, _ = chain_run
     books = tmp_path / "notebooks"
     books.mkdir()
-    for name in CHAIN:
+    for name in {notebook_of(step) for step in CHAIN}:
         shutil.copy(REPO / "notebooks" / f"{name}.ipynb", books)
     _notebook(books / "01_generate.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     res = _cli("run", "configs/smoke.yaml", *sets, "--only", "01_generate", "--reports", str(tmp_path / "r"),

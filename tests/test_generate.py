@@ -72,8 +72,10 @@ def test_tiny_sd_builds_once_and_loads_through_from_pretrained(cache, sd):
 
 
 def test_unknown_models_and_settings_give_clear_errors(cache, tmp_path):
-    for name in (str(tmp_path / "no-such-model"), "no-such-org/no-such-model"):
-        with pytest.raises(ModelLoadError, match="not a registered name .*tiny-sd.* not a local folder") as e:
+    for name, msg in ((str(tmp_path / "no-such-model"), "no such folder; use a registered name .*tiny-sd"),
+                      ("no-such-name", "unknown name; use a registered name .*tiny-sd"),
+                      ("no-such-org/no-such-model", "not in the local hub cache and the hub could not be reached")):
+        with pytest.raises(ModelLoadError, match=msg) as e:
             load_pipeline(ModelConfig(pipeline=name))
         assert repr(name) in str(e.value)
     for kw, msg in ((dict(device="tpu9"), "unknown device 'tpu9'"), (dict(dtype="float8"), "unknown dtype"),

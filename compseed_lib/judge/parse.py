@@ -141,12 +141,8 @@ def _vocabulary() -> tuple[tuple[str, ...], ...]:
 
     seqs: set[tuple[str, ...]] = set()
     for world in prompts.WORLDS:
-        root = prompts.folder(world)
-        for split in prompts.SPLITS:
-            path = root / f"objects_{split}.txt"
-            if path.is_file():
-                for o in prompts.read_objects(path):
-                    seqs.update(object_words(o)[0])
+        for o in prompts.world_objects(world):
+            seqs.update(object_words(o)[0])
     return tuple(sorted(seqs, key=len, reverse=True))
 
 

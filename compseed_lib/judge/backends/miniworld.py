@@ -18,14 +18,10 @@ REFUSAL = "I cannot answer that question."
 
 def known_objects() -> dict[str, str]:
     """Plural, name and singular (with and without article) -> object kind, from the mini-world files."""
-    root = P.folder("miniworld")
     names: dict[str, str] = {}
-    for split in P.SPLITS:
-        path = root / f"objects_{split}.txt"
-        if path.is_file():
-            for o in P.read_objects(path):
-                for word in (o.name, o.plural, o.singular, o.singular.split(" ", 1)[1]):
-                    names[word.lower()] = o.name
+    for o in P.world_objects("miniworld"):
+        for word in (o.name, o.plural, o.singular, o.singular.split(" ", 1)[1]):
+            names[word.lower()] = o.name
     return names
 
 

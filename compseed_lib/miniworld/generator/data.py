@@ -36,10 +36,7 @@ UNNAMED = ("default", "random")  # what a spatial caption without a background s
 
 def objects_and_backgrounds() -> tuple[list[P.Obj], list[str]]:
     """Every mini-world object and background phrase, train split then eval split."""
-    root = P.folder("miniworld")
-    objs = [o for s in P.SPLITS for o in P.read_objects(root / f"objects_{s}.txt")]
-    bgs = [b for s in P.SPLITS for b in P.read_backgrounds(root / f"backgrounds_{s}.txt")]
-    return objs, bgs
+    return P.world_objects("miniworld"), P.world_backgrounds("miniworld")
 
 
 _OBJS, _BGS = objects_and_backgrounds()

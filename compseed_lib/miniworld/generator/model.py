@@ -57,13 +57,12 @@ class MiniModelSpec:
 
 def vocabulary(prompt_dir: str | Path | None = None) -> list[str]:
     """Every word the mini world's prompts and captions use (sorted, specials first)."""
-    root = Path(prompt_dir) if prompt_dir else P.folder("miniworld")
+    world = prompt_dir or "miniworld"
     words: set[str] = set()
-    for split in P.SPLITS:
-        for o in P.read_objects(root / f"objects_{split}.txt"):
-            words.update(o.singular.lower().split() + o.plural.lower().split())
-        for bg in P.read_backgrounds(root / f"backgrounds_{split}.txt"):
-            words.update(bg.lower().split())
+    for o in P.world_objects(world):
+        words.update(o.singular.lower().split() + o.plural.lower().split())
+    for bg in P.world_backgrounds(world):
+        words.update(bg.lower().split())
     for phrase in P.RELATION_PHRASES:
         words.update(phrase.split())
     words.update(P.COUNT_WORDS.values())
