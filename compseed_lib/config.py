@@ -71,6 +71,25 @@ class MiningConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    method: str = "qk"  # 'qk': train the selected q/k weights; 'lora': a peft LoRA on the same modules
+    selection: str = "d1d2mu1u2"  # finetune.SELECTIONS name (the paper's); see `patterns` / `blocks`
+    patterns: list[str] | None = None  # regexes over parameter names, instead of `selection`
+    blocks: list[int] | None = None  # transformer denoisers: q/k of these blocks
+    steps: int = 200
+    batch: int = 16
+    grad_accum: int = 1  # effective batch = batch * grad_accum * processes (paper: 128)
+    lr: float = 1e-4  # paper: 1.28e-4 at effective batch 128
+    warmup: int = 20
+    ema_decay: float = 0.99  # short runs: a 0.999 EMA would barely leave the base weights
+    cond_drop: float = 0.1  # captions dropped so classifier-free guidance keeps working
+    lora_rank: int = 8
+    mixed_precision: str = "no"  # 'fp16' / 'bf16' on GPU
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
     name: str = "mini"
     runs_dir: str = "runs"
@@ -79,6 +98,7 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (for YAML and notebook parameters)."""
@@ -176,6 +196,21 @@ def check_prompts(p: PromptConfig) -> PromptConfig:
     return p
 
 
+def check_finetune(f: FinetuneConfig) -> FinetuneConfig:
+    """Values of the finetune section (whether the selection matches the model: `finetune.selected`)."""
+    if f.method not in ("qk", "lora"):
+        raise _bad("finetune.method", f.method, "use 'qk' or 'lora'")
+    for key in ("steps", "batch", "grad_accum", "checkpoint_every", "lora_rank"):
+        if getattr(f, key) < 1:
+            raise _bad(f"finetune.{key}", getattr(f, key), "must be >= 1")
+    if not 0 <= f.cond_drop < 1 or not 0 < f.ema_decay < 1 or f.lr <= 0:
+        raise ConfigError(f"finetune: cond_drop in [0, 1), ema_decay in (0, 1), lr > 0 (got {f.cond_drop}, "
+                          f"{f.ema_decay}, {f.lr})")
+    if f.mixed_precision not in ("no", "fp16", "bf16"):
+        raise _bad("finetune.mixed_precision", f.mixed_precision, "use 'no', 'fp16' or 'bf16'")
+    return f
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every check of a config's values that needs no file, model or network; `ConfigError` names the key.
 
@@ -188,6 +223,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_generate(cfg.generate)
     check_model(cfg.model)
     check_judge(cfg.judge)
+    check_finetune(cfg.finetune)
     for key in ("top_n", "k", "n_permutations"):
         if getattr(cfg.mining, key) < 1:
             raise _bad(f"mining.{key}", getattr(cfg.mining, key), "must be >= 1")

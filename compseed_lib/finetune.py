@@ -20,8 +20,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from .pipelines import FINETUNE_FILE
 
 log = logging.getLogger(__name__)
 _QK = r"attn[12]\.to_[qk]\.weight$"
@@ -89,3 +93,160 @@ def lora_targets(model: torch.nn.Module, selection: str | Sequence[str] = "d1d2m
                  blocks: Sequence[int] | None = None) -> list[str]:
     """peft `target_modules`: the full names of the selected projection modules (their '.weight' dropped)."""
     return [n.removesuffix(".weight") for n in selected(model, selection, blocks)]
+
+
+# ---------------------------------------------------------------------------- training
+ADAPTER_FILE = FINETUNE_FILE  # marks a fine-tune folder: base model + changed weights (pipelines loads it)
+DELTA_FILE = "delta.safetensors"
+
+
+def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[torch.Tensor, list[str]]:
+    """(latents * scaling_factor, captions) of an imagefolder, encoded once and cached by its metadata."""
+    import hashlib
+
+    from datasets import load_dataset
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    meta_file = Path(dataset_dir) / "train" / "metadata.jsonl"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"no dataset at {dataset_dir}: {meta_file} is missing (build it first: notebook 05)")
+    key = hashlib.sha256(meta_file.read_bytes()).hexdigest()[:16]
+    cache = work / "latents.safetensors"
+    ds = load_dataset("imagefolder", data_dir=str(dataset_dir), split="train")
+    if len(ds) == 0:
+        raise ValueError(f"dataset {dataset_dir} is empty: every caption was dropped")
+    captions = list(ds["text"])
+    if cache.is_file() and (safe_open(str(cache), "pt").metadata() or {}).get("dataset") == key:
+        from safetensors.torch import load_file
+
+        return load_file(str(cache))["latents"], captions
+    vae = pipe.vae
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(ds), 64):
+            imgs = ds[i:i + 64]["image"]
+            x = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)) for im in imgs])
+            x = (x.permute(0, 3, 1, 2) / 127.5 - 1).to(device, vae.dtype)  # (B, 3, H, W) in [-1, 1]
+            parts.append(vae.encode(x).latent_dist.mean.float().cpu() * vae.config.scaling_factor)
+    latents = torch.cat(parts)
+    work.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": latents.contiguous()}, str(cache), metadata={"dataset": key})
+    return latents, captions
+
+
+def _text_states(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen text encoder states of every caption and of the empty caption (for caption dropout)."""
+    tok = pipe.tokenizer
+    with torch.no_grad():
+        ids = tok(captions + [""], padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids.to(device)
+        states = torch.cat([pipe.text_encoder(ids[i:i + 64])[0] for i in range(0, len(ids), 64)]).float()
+    return states[:-1].cpu(), states[-1].cpu()
+
+
+def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_dir: str | Path,
+          device: str = "auto", progress: bool = True) -> Path:
+    """Fine-tune `model`'s selected weights (q/k or LoRA, `cfg`: a FinetuneConfig) on an imagefolder;
+    resumable; writes `out_dir` (base model name + the changed weights, EMA) and returns it."""
+    from diffusers import DDPMScheduler
+
+    from .config import ModelConfig, check_finetune
+    from .pipelines import denoiser, load_pipeline
+    from .training import LoopConfig, Trainer
+
+    # 1. Check inputs, load the base model and encode the data once
+    check_finetune(cfg)
+    work = Path(work_dir)
+    pipe, info = load_pipeline(ModelConfig(pipeline=str(model), device=device, dtype="float32"))
+    dev = torch.device(info["device"])
+    latents, captions = _encode_dataset(pipe, dataset_dir, work, dev)
+    states, empty = _text_states(pipe, captions, dev)
+    net = denoiser(pipe)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    # 2. What trains: the selected q/k weights, or a LoRA on the same modules
+    sel = cfg.patterns or cfg.selection
+    names = selected(net, sel, cfg.blocks)
+    if cfg.method == "qk":
+        n_train = freeze_except(net, sel, cfg.blocks)
+        module = net
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        net.requires_grad_(False)
+        module = get_peft_model(net, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank,
+                                                target_modules=lora_targets(net, sel, cfg.blocks)))
+        n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        log.info("LoRA rank %d on %d projections: %.2fM trainable parameters", cfg.lora_rank, len(names),
+                 n_train / 1e6)
+    params = [p for p in module.parameters() if p.requires_grad]
+    loop = Trainer({"denoiser": module}, ema=["denoiser"], params=params, work_dir=work, device=dev,
+                   cfg=LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, ema_decay=cfg.ema_decay,
+                                  seed=cfg.seed, grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                                  checkpoint_every=cfg.checkpoint_every, log_every=max(1, cfg.steps // 20)))
+    loop.resume()
+
+    # 3. The loss of one batch: the denoiser's own objective (epsilon or v) on the cached latents
+    def loss_fn(step: int, g: torch.Generator, m: dict) -> tuple[torch.Tensor, dict]:
+        idx = torch.randint(len(latents), (cfg.batch,), generator=g)
+        z0 = latents[idx].to(dev)
+        cond = states[idx].clone()
+        cond[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = empty
+        noise = torch.randn(z0.shape, generator=g).to(dev)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
+        zt = sched.add_noise(z0, noise, t)
+        target = sched.get_velocity(z0, noise, t) if sched.config.prediction_type == "v_prediction" else noise
+        pred = m["denoiser"](zt, t, encoder_hidden_states=cond.to(dev)).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+        return loss, {"loss": loss.item()}
+
+    # 4. Train, then keep the EMA weights
+    history = loop.run(loss_fn, desc=f"finetune {cfg.method}", progress=progress)
+    loop.use_ema()
+    if cfg.method == "lora":
+        net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k
+    # 5. Save the changed weights beside the base model's name
+    return save_delta(net, names, out_dir, base=str(model),
+                      record={"method": cfg.method, "selection": sel if cfg.blocks is None else cfg.blocks,
+                              "trainable_parameters": n_train, "changed_parameters":
+                              sum(dict(net.named_parameters())[k].numel() for k in names), "steps": loop.step,
+                              "images": len(captions), "history": history})
+
+
+def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base: str, record: dict) -> Path:
+    """Write `out_dir`: the named tensors (safetensors) and `compseed_finetune.json` naming the base model;
+    atomically (a temp folder renamed into place)."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    params = dict(net.named_parameters())
+    save_file({k: params[k].detach().cpu().contiguous() for k in names}, str(tmp / DELTA_FILE))
+    (tmp / ADAPTER_FILE).write_text(json.dumps({"base": base, **record}, indent=1, default=str))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def apply_delta(pipe, folder: str | Path) -> None:
+    """Load a fine-tune's changed weights into a pipeline whose denoiser is its base model's."""
+    from safetensors.torch import load_file
+
+    from .pipelines import denoiser
+
+    net = denoiser(pipe)
+    delta = load_file(str(Path(folder) / DELTA_FILE))
+    params = dict(net.named_parameters())
+    unknown = sorted(set(delta) - set(params))
+    if unknown:
+        raise ValueError(f"fine-tune {folder} changes {unknown[:3]}, which {type(net).__name__} does not have: "
+                         f"wrong base model?")
+    with torch.no_grad():
+        for k, v in delta.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))

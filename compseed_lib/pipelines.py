@@ -16,6 +16,7 @@ Usage:
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -50,8 +51,24 @@ def trained_counts(source: str) -> tuple[int, int] | None:
     return TRAINED_COUNTS.get(source)
 
 
+FINETUNE_FILE = "compseed_finetune.json"  # finetune.ADAPTER_FILE: a base model + changed weights
+
+
+def _finetune_base(folder: Path) -> str:
+    """The base model a fine-tune folder names (relative paths are as given when it was trained)."""
+    try:
+        base = json.loads((folder / FINETUNE_FILE).read_text())["base"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"fine-tune folder {folder}: {FINETUNE_FILE} does not name its base model ({e})") \
+            from None
+    if Path(base).expanduser().resolve() == folder.resolve():
+        raise ModelLoadError(f"fine-tune folder {folder} names itself as its base model")
+    return base
+
+
 def check_source(cfg: ModelConfig) -> str:
-    """Check, without loading, that `cfg.pipeline` can be found: 'shipped', 'registered', 'folder' or 'hub'.
+    """Check, without loading, that `cfg.pipeline` can be found: 'shipped', 'registered', 'finetune' (a
+    fine-tune folder: its base model is checked too), 'folder' or 'hub'.
 
     A local folder must hold model_index.json and a folder for each component it lists; something that
     looks like a path but is no such folder, or a name that is neither registered nor a hub id, fails.
@@ -65,6 +82,10 @@ def check_source(cfg: ModelConfig) -> str:
     if source in PIPELINES:
         return "registered"
     folder = Path(source).expanduser()
+    if folder.is_dir() and (folder / FINETUNE_FILE).is_file():
+        base = _finetune_base(folder)
+        check_source(dataclasses.replace(cfg, pipeline=base, revision=None))
+        return "finetune"
     if folder.is_dir():
         index = folder / "model_index.json"
         if not index.is_file():
@@ -93,6 +114,9 @@ def check_size(cfg: ModelConfig, height: int, width: int) -> None:
     """Image size against the pipeline's own VAE factor, read from its vae/config.json without loading it
     (a hub model not in the local cache is checked when it loads)."""
     kind = check_source(cfg)
+    if kind == "finetune":
+        return check_size(dataclasses.replace(cfg, pipeline=_finetune_base(Path(cfg.pipeline).expanduser())),
+                          height, width)
     if kind == "shipped":
         folder = SHIPPED[cfg.pipeline]
     elif kind == "registered":
@@ -218,6 +242,13 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
     # 2. Resolve the source (shipped, registered, folder, hub) and load it; only loading failures are
     #    reworded (missing or broken files, bad configs): out-of-memory and bugs keep their own error
     source, kind = cfg.pipeline, check_source(cfg)
+    if kind == "finetune":  # the base model, then the fine-tune's changed weights on top
+        from .finetune import apply_delta
+
+        base = _finetune_base(Path(source).expanduser())
+        pipe, info = load_pipeline(dataclasses.replace(cfg, pipeline=base, revision=None))
+        apply_delta(pipe, Path(source).expanduser())
+        return pipe, {**info, "model": source, "base_model": info["model"]}
     if kind == "shipped":
         where = str(SHIPPED[source])
     elif kind == "registered":

@@ -60,6 +60,23 @@ class LoopConfig:
     log_every: int = 50
 
 
+def _all_trainable(m: torch.nn.Module) -> bool:
+    return all(p.requires_grad for p in m.parameters())
+
+
+def _trainable(m: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters a module trains (all of them, or a fine-tune's selection)."""
+    return [p for p in m.parameters() if p.requires_grad]
+
+
+def _state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of a module: its whole state when all of it trains, else the trained tensors
+    (a q/k fine-tune of SD 2.1 saves 47M numbers, not 865M)."""
+    if _all_trainable(m):
+        return m.state_dict()
+    return {n: p for n, p in m.named_parameters() if p.requires_grad}
+
+
 def lr_at(cfg: LoopConfig, step: int) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup, then constant."""
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
@@ -120,7 +137,7 @@ class Trainer:
         wrapped = self.accelerator.prepare(*[self.raw[k] for k in names]) if self.accelerator.num_processes > 1 \
             else [self.raw[k] for k in names]
         self.modules = {**self.raw, **dict(zip(names, wrapped if isinstance(wrapped, (list, tuple)) else [wrapped]))}
-        self.ema = {k: EMAModel(self.raw[k].parameters(), decay=cfg.ema_decay) for k in ema}
+        self.ema = {k: EMAModel(_trainable(self.raw[k]), decay=cfg.ema_decay) for k in ema}
         self.ck_dir = Path(work_dir) / "checkpoints"
         self.step, self.history = 0, []
         self._running: list[list[float]] = []
@@ -139,7 +156,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, m in self.raw.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()},
+            save_file({k: v.detach().cpu().contiguous() for k, v in _state(m).items()},
                       str(tmp / f"{name}.safetensors"))
         for name, ema in self.ema.items():
             save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
@@ -165,7 +182,7 @@ class Trainer:
         for name, m in self.raw.items():
             path = latest / f"{name}.safetensors"
             if path.is_file():
-                m.load_state_dict(load_file(str(path)))
+                m.load_state_dict(load_file(str(path)), strict=_all_trainable(m))
         for name, ema in self.ema.items():
             shadow = load_file(str(latest / f"ema_{name}.safetensors"))
             ema.shadow_params = [shadow[str(i)].to(self.device) for i in range(len(ema.shadow_params))]
@@ -196,7 +213,7 @@ class Trainer:
     def ema_step(self) -> None:
         """Move every EMA towards its module's current weights."""
         for name, ema in self.ema.items():
-            ema.step(self.raw[name].parameters())
+            ema.step(_trainable(self.raw[name]))
 
     def step_once(self, loss_fn: LossFn) -> tuple[float, dict]:
         """One optimizer step: `grad_accum` micro-batches, each drawn from its own (seed, step) generator.
@@ -245,4 +262,4 @@ class Trainer:
     def use_ema(self) -> None:
         """Copy every EMA's weights into its module (for export)."""
         for name, ema in self.ema.items():
-            ema.copy_to(self.raw[name].parameters())
+            ema.copy_to(_trainable(self.raw[name]))

@@ -68,3 +68,89 @@ def test_lora_adapts_only_the_selected_projections():
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert {n.split(".lora_")[0].removeprefix("base_model.model.") for n in trainable} == set(targets)
+
+
+# ---------------------------------------------------------------------------- training on a tiny SD
+def _tiny_dataset(tmp_path):
+    """A 12-image imagefolder of exact renders with their captions."""
+    import json
+
+    from compseed_lib.judge.client import png_bytes
+    from compseed_lib.miniworld import render_count
+
+    folder = tmp_path / "dataset" / "train"
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(12):
+        n = 2 + i % 3
+        (folder / f"img{i}.png").write_bytes(png_bytes(render_count("ball", n, "on the sand", seed=i).image))
+        words = ["two", "three", "four"][n - 2]
+        lines.append(json.dumps({"file_name": f"img{i}.png", "text": f"{words} balls, on the sand"}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("COMPSEED_CACHE")
+    os.environ["COMPSEED_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("COMPSEED_CACHE")
+    else:
+        os.environ["COMPSEED_CACHE"] = old
+
+
+@pytest.mark.parametrize("method", ["qk", "lora"])
+def test_finetune_changes_only_the_selection_and_loads_like_any_model(tmp_path, tiny_cache, method):
+    import json
+
+    from compseed_lib.config import FinetuneConfig, ModelConfig
+    from compseed_lib.pipelines import load_pipeline
+
+    data = _tiny_dataset(tmp_path)
+    cfg = FinetuneConfig(method=method, selection="d1d2mu1u2", steps=4, batch=4, lr=1e-2, warmup=1,
+                         checkpoint_every=2, ema_decay=0.5, lora_rank=2)
+    out = F.train("tiny-sd", data, cfg, tmp_path / "work", tmp_path / "tuned", device="cpu", progress=False)
+    record = json.loads((out / F.ADAPTER_FILE).read_text())
+    assert record["base"] == "tiny-sd" and record["steps"] == 4 and record["images"] == 12
+    base, _ = load_pipeline(ModelConfig(pipeline="tiny-sd"))
+    tuned, info = load_pipeline(ModelConfig(pipeline=str(out)))
+    assert info["model"] == str(out) and info["base_model"] == "tiny-sd"
+    chosen = set(F.selected(base.unet, "d1d2mu1u2"))
+    a, b = dict(base.unet.named_parameters()), dict(tuned.unet.named_parameters())
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and changed <= chosen  # nothing outside the selection moved
+    assert record["changed_parameters"] == sum(a[k].numel() for k in chosen)
+    if method == "qk":
+        assert record["trainable_parameters"] == record["changed_parameters"]
+    else:
+        assert 0 < record["trainable_parameters"] < record["changed_parameters"]  # low-rank
+
+
+def test_finetune_resumes_to_the_same_weights(tmp_path, tiny_cache):
+    from safetensors.torch import load_file
+
+    from compseed_lib.config import FinetuneConfig
+
+    data = _tiny_dataset(tmp_path)
+    cfg = dict(method="qk", steps=6, batch=4, lr=1e-2, warmup=1, checkpoint_every=2)
+    whole = F.train("tiny-sd", data, FinetuneConfig(**cfg), tmp_path / "w1", tmp_path / "o1", "cpu", False)
+    F.train("tiny-sd", data, FinetuneConfig(**{**cfg, "steps": 4}), tmp_path / "w2", tmp_path / "o2", "cpu", False)
+    resumed = F.train("tiny-sd", data, FinetuneConfig(**cfg), tmp_path / "w2", tmp_path / "o2", "cpu", False)
+    x, y = load_file(str(whole / F.DELTA_FILE)), load_file(str(resumed / F.DELTA_FILE))
+    # Equal up to float rounding: CPU kernels may sum in another order after a restart (which ops ran
+    # before changes memory alignment); measured max |difference| ~1e-7 on this model.
+    assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], rtol=0, atol=1e-5) for k in x)
+    base = dict(load_pipeline_unet().named_parameters())
+    assert any((x[k] - base[k]).abs().max() > 1e-3 for k in x)  # it trained
+
+
+def load_pipeline_unet():
+    from compseed_lib.config import ModelConfig
+    from compseed_lib.pipelines import load_pipeline
+
+    return load_pipeline(ModelConfig(pipeline="tiny-sd"))[0].unet
