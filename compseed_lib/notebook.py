@@ -54,6 +54,8 @@ def setup(level: int = logging.INFO) -> Path:
     handlers[0].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if os.environ.get(EVENTS_ENV):
         handlers.append(EventHandler())
+    for h in handlers:  # on our handlers: the notice may come from any logger below "transformers"
+        h.addFilter(_DropNotices())
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name in ("httpx", "httpx2", "httpcore", "openai"):  # one line per HTTP request would bury the output
         logging.getLogger(name).setLevel(logging.WARNING)
