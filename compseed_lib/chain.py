@@ -42,13 +42,16 @@ NOTEBOOKS_ENV = "COMPSEED_NOTEBOOKS"  # a folder of your own copies of the stage
 # Steps in order; each runs one notebook (the name before a "_heldout" suffix) and reads only what
 # earlier steps wrote to the run directory. The held-out steps run 01/02 on the other prompt split.
 CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "01_generate_heldout", "02_judge_heldout",
-         "04_seed_reliability"]
+         "04_seed_reliability", "05_build_dataset", "06_finetune", "07_evaluate"]
 HELDOUT = "_heldout"
 DEFAULT_STAGE = "base"
 # What a step needs from the run directory: (what, of which stage: main or held-out, the step that makes it).
 NEEDS = {"02_judge": [("images", False, "01_generate")], "03_mine_seeds": [("judgements", False, "02_judge")],
          "02_judge_heldout": [("images", True, "01_generate_heldout")],
-         "04_seed_reliability": [("judgements", False, "02_judge"), ("judgements", True, "02_judge_heldout")]}
+         "04_seed_reliability": [("judgements", False, "02_judge"), ("judgements", True, "02_judge_heldout")],
+         "05_build_dataset": [("top seeds", False, "03_mine_seeds")],
+         "06_finetune": [("dataset", False, "05_build_dataset")],
+         "07_evaluate": [("top seeds", False, "03_mine_seeds"), ("fine-tunes", False, "06_finetune")]}
 # Settings that decide an image's pixels: a stage keeps one value of each.
 IMAGE_SETTINGS = ("model", "steps", "guidance", "height", "width", "generator_device", "dtype")
 
@@ -174,8 +177,11 @@ def _check_needs(cfg: RunConfig, names: list[str], stage: str) -> None:
                 continue
             st = heldout_stage(stage) if held else stage
             n, _ = _existing_settings(cfg.run_dir, st)
-            table = cfg.run_dir / "tables" / f"judgements_{st}.csv"
-            if (what == "images" and not n) or (what == "judgements" and not table.is_file()):
+            found = {"images": n > 0, "judgements": (cfg.run_dir / "tables" / f"judgements_{st}.csv").is_file(),
+                     "top seeds": (cfg.run_dir / "tables" / "top_seeds.csv").is_file(),
+                     "dataset": (cfg.run_dir / "dataset" / "train" / "metadata.jsonl").is_file(),
+                     "fine-tunes": (cfg.run_dir / "finetune").is_dir()}[what]
+            if not found:
                 raise ConfigError(f"{name} needs the {what} of stage {st!r}, and {cfg.run_dir} has none: run "
                                   f"{maker} first (compseed run <config> --only {maker},{name})")
 
@@ -244,6 +250,8 @@ def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
         return {"config": str(config), "overrides": list(overrides or []), "stage": stage}
     if name.endswith(HELDOUT):
         return {"run_dir": str(cfg.run_dir), "stage": heldout_stage(stage), "split": heldout_split(cfg)}
+    if name not in ("01_generate", "02_judge", "03_mine_seeds", "04_seed_reliability"):
+        return {"run_dir": str(cfg.run_dir)}
     params = {"run_dir": str(cfg.run_dir), "stage": stage}
     if name in ("01_generate", "02_judge"):
         params["split"] = cfg.prompts.split

@@ -71,6 +71,20 @@ class MiningConfig:
 
 
 @dataclass
+class DatasetConfig:
+    per_prompt: int | None = None  # top seeds used per training prompt (None: all `mining.top_n`)
+    random_seed_base: int = 100_000  # the random-seed control draws from [base, base + 100_000)
+
+
+@dataclass
+class EvalConfig:
+    seeds: list[int] = field(default_factory=lambda: list(range(1000, 1016)))  # disjoint from mining seeds
+    arms: list[str] = field(default_factory=lambda: ["base", "top_seeds", "qk", "lora", "qk_random_seeds",
+                                                     "qk_unrectified"])
+    n_bootstrap: int = 2000
+
+
+@dataclass
 class FinetuneConfig:
     method: str = "qk"  # 'qk': train the selected q/k weights; 'lora': a peft LoRA on the same modules
     selection: str = "d1d2mu1u2"  # finetune.SELECTIONS name (the paper's); see `patterns` / `blocks`
@@ -98,7 +112,9 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (for YAML and notebook parameters)."""
@@ -111,6 +127,8 @@ class RunConfig:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
+# Evaluation arms: the base model on the evaluation seeds and on the mined top seeds, fine-tunes, controls.
+ARMS = ("base", "top_seeds", "qk", "lora", "qk_random_seeds", "qk_unrectified")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 GENERATOR_DEVICES = ("cpu", "cuda")
 MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
@@ -121,15 +139,15 @@ def _bad(key: str, value, want: str) -> ConfigError:
     return ConfigError(f"{key} {value!r}: {want}")
 
 
-def check_seeds(seeds) -> list[int]:
+def check_seeds(seeds, key: str = "generate.seeds") -> list[int]:
     """Seeds must be distinct integers in [0, 2**63) (the ledger stores them as signed 64-bit)."""
     wrong = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
     if not len(seeds) or wrong:
-        raise _bad("generate.seeds", wrong[:5] if wrong else list(seeds),
+        raise _bad(key, wrong[:5] if wrong else list(seeds),
                    "a non-empty list of integers in [0, 2**63) (64-bit seeds)")
     dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if dup:
-        raise _bad("generate.seeds", dup[:5], "each seed once (these repeat)")
+        raise _bad(key, dup[:5], "each seed once (these repeat)")
     return list(seeds)
 
 
@@ -224,6 +242,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_model(cfg.model)
     check_judge(cfg.judge)
     check_finetune(cfg.finetune)
+    if cfg.dataset.per_prompt is not None and cfg.dataset.per_prompt < 1:
+        raise _bad("dataset.per_prompt", cfg.dataset.per_prompt, "at least 1 (or null for every top seed)")
+    check_seeds(cfg.evaluate.seeds, "evaluate.seeds")
+    overlap = sorted(set(cfg.evaluate.seeds) & set(cfg.generate.seeds))
+    if overlap:
+        raise _bad("evaluate.seeds", overlap[:5], "must be disjoint from the mining seeds (generate.seeds)")
+    unknown = sorted(set(cfg.evaluate.arms) - set(ARMS))
+    if unknown or not cfg.evaluate.arms:
+        raise _bad("evaluate.arms", unknown or cfg.evaluate.arms, f"a non-empty list of {list(ARMS)}")
     for key in ("top_n", "k", "n_permutations"):
         if getattr(cfg.mining, key) < 1:
             raise _bad(f"mining.{key}", getattr(cfg.mining, key), "must be >= 1")

@@ -170,14 +170,15 @@ def export_imagefolder(run: Run, table: pd.DataFrame, folder: str | Path | None 
     (tmp / "train").mkdir(parents=True)
     lines = []
     for r in table[table["status"] != DROPPED].itertuples():
-        src = run.verified_image(r._asdict() | {"stage": STAGE})
+        src = run.verified_image(r._asdict() | {"stage": getattr(r, "stage", STAGE)})
         name = f"{r.prompt_id}_s{int(r.seed):06d}.png"
         try:
             os.link(src, tmp / "train" / name)  # same bytes, no copy
         except OSError:
             shutil.copy2(src, tmp / "train" / name)
+        judged = None if r.judged is None or pd.isna(r.judged) else str(r.judged)  # str or null, never NaN
         lines.append(json.dumps({"file_name": name, "text": r.text, "prompt_id": r.prompt_id, "seed": int(r.seed),
-                                 "category": r.category, "target": r.target, "judged": r.judged,
+                                 "category": r.category, "target": str(r.target), "judged": judged,
                                  "rectified": r.status == RECTIFIED}))
     atomic_write_text(tmp / "train" / "metadata.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     old = final.with_name(f".{final.name}.old")
@@ -200,7 +201,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
-def _opposite_view(run: Run, images: pd.DataFrame, values_pending: list[tuple[Prompt, int]]) -> list[Prompt]:
+def _opposite_view(run: Run, images: pd.DataFrame, values_pending: list[tuple[Prompt, int]],
+                   stage: str = STAGE) -> list[Prompt]:
     """Ledger rows of stage 'dataset_opposite' that point at the same files under the opposite-relation
     prompt, so the judge stage asks the second question of each spatial image judged 'no'."""
     by_key = {(r.prompt_id, int(r.seed)): r._asdict() for r in images.itertuples()}
@@ -209,41 +211,81 @@ def _opposite_view(run: Run, images: pd.DataFrame, values_pending: list[tuple[Pr
         q = opposite_prompt(p)
         opp_prompts[q.id] = q
         row = {k: v for k, v in by_key[(p.id, seed)].items() if k != "Index"}
-        rows.append({**row, "stage": f"{STAGE}_opposite", "prompt_id": q.id, "prompt": q.text,
+        rows.append({**row, "stage": f"{stage}_opposite", "prompt_id": q.id, "prompt": q.text,
                      "category": q.category, "target": q.target})
     run.ledger.add_images(rows)
     return list(opp_prompts.values())
 
 
-def build_dataset(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: pd.DataFrame, cfg,
-                  per_prompt: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Generate, judge, rectify and export the dataset (each step resumable); returns the caption table.
+def build_dataset(run: Run, pipe, info: dict, prompts: Sequence[Prompt], jobs: Sequence[Job], cfg,
+                  stage: str = STAGE, folder: str = "dataset", progress: bool = True) -> pd.DataFrame:
+    """Generate `jobs`, judge, rectify and export one dataset (each step resumable); the caption table.
 
-    `cfg` is the run's RunConfig (generate settings and judge); `top` the top_seeds table of notebook 03.
+    `cfg` is the run's RunConfig (generate settings and judge).
     """
     from .generate import generate
     from .judge import judge_stage
 
-    # 1. Jobs: every training prompt under its category's top seeds
-    jobs = dataset_jobs(prompts, top, per_prompt)
-    # 2. Images (engine: per-seed noise, ledger, resume)
-    images = generate(run, STAGE, pipe, info, jobs, cfg.generate, progress=progress)
+    # 1. Images (engine: per-seed noise, ledger, resume)
+    images = generate(run, stage, pipe, info, jobs, cfg.generate, progress=progress)
     images = images[images["prompt_id"].isin([p.id for p in prompts])]
-    # 3. Judge; spatial images judged "no" are asked the opposite relation too
-    judged = judge_stage(run, STAGE, list(prompts), cfg.judge, progress=progress)
+    # 2. Judge; spatial images judged "no" are asked the opposite relation too
+    judged = judge_stage(run, stage, list(prompts), cfg.judge, progress=progress)
     by_id = {p.id: p for p in prompts}
     pending = [(by_id[r.prompt_id], int(r.seed)) for r in judged.itertuples()
                if by_id[r.prompt_id].kind == "spatial" and r.parsed_answer == "no"]
     opposite = None
     if pending:
-        opp_prompts = _opposite_view(run, images, pending)
-        opposite = judge_stage(run, f"{STAGE}_opposite", opp_prompts, cfg.judge, progress=progress)
-    # 4. Rectify each caption from the prompt's structure and the judged value
+        opp_prompts = _opposite_view(run, images, pending, stage)
+        opposite = judge_stage(run, f"{stage}_opposite", opp_prompts, cfg.judge, progress=progress)
+    # 3. Rectify each caption from the prompt's structure and the judged value
     table = rectify_table(images, judged_values(judged, opposite, prompts), prompts)
-    run.save_table(table, "dataset_captions")
-    # 5. Export the imagefolder
-    folder = export_imagefolder(run, table)
+    table["stage"] = stage
+    # 4. Export the imagefolder
+    export_imagefolder(run, table, run.root / folder)
     counts = table["status"].value_counts()
-    log.info("dataset: %d images, %d kept, %d rectified, %d dropped -> %s", len(table), counts.get(KEPT, 0),
-             counts.get(RECTIFIED, 0), counts.get(DROPPED, 0), folder)
+    log.info("%s: %d images, %d kept, %d rectified, %d dropped -> %s", folder, len(table), counts.get(KEPT, 0),
+             counts.get(RECTIFIED, 0), counts.get(DROPPED, 0), run.root / folder)
     return table
+
+
+def random_seed_jobs(prompts: Sequence[Prompt], n_per_prompt: int, base: int, avoid: Sequence[int],
+                     seed: int = 0) -> list[Job]:
+    """The control's jobs: every prompt under `n_per_prompt` seeds drawn at random from [base, base + 100000),
+    none of them a mining seed."""
+    import numpy as np
+
+    rng, avoid, jobs = np.random.default_rng(seed), set(avoid), []
+    for p in prompts:
+        seeds: list[int] = []
+        while len(seeds) < n_per_prompt:
+            s = int(base + rng.integers(100_000))
+            if s not in avoid and s not in seeds:
+                seeds.append(s)
+        jobs.extend(make_jobs([p], seeds))
+    return jobs
+
+
+def build_datasets(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: pd.DataFrame, cfg,
+                   progress: bool = True) -> dict[str, pd.DataFrame]:
+    """The paper's dataset and its two controls, as imagefolders in the run directory:
+    `dataset/` (top seeds, rectified), `dataset_random_seeds/` (random seeds, rectified, as many images as
+    `dataset/` keeps) and `dataset_unrectified/` (the top-seed images with their prompts as captions)."""
+    jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt)
+    main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, "dataset", progress)
+    per_prompt = max(1, round(len(jobs) / max(1, len(prompts))))
+    rjobs = random_seed_jobs(prompts, per_prompt, cfg.dataset.random_seed_base, cfg.generate.seeds,
+                             seed=cfg.mining.split_seed)
+    rand = build_dataset(run, pipe, info, prompts, rjobs, cfg, f"{STAGE}_random", "dataset_random_seeds", progress)
+    n_main = int((main["status"] != DROPPED).sum())
+    kept = rand[rand["status"] != DROPPED]
+    if len(kept) > n_main:  # same size as the paper's dataset: drop a random surplus (recorded as such)
+        surplus = kept.sample(len(kept) - n_main, random_state=cfg.mining.split_seed).index
+        rand.loc[surplus, ["status", "reason", "text"]] = [DROPPED, "size matched to the top-seed dataset", None]
+        export_imagefolder(run, rand, run.root / "dataset_random_seeds")
+    unrect = main.assign(text=main["prompt"], status=KEPT, reason="caption as prompted")
+    export_imagefolder(run, unrect, run.root / "dataset_unrectified")
+    tables = {"dataset": main, "dataset_random_seeds": rand, "dataset_unrectified": unrect}
+    for name, t in tables.items():
+        run.save_table(t, f"{name}_captions")
+    return tables

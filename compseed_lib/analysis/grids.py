@@ -103,3 +103,21 @@ def ground_truth_grid(prompts: list, n: int = 12, size: int = 64, cols: int = 6)
         ax.set_title("\n".join(textwrap.wrap(p.text, 20)), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def caption_grid(run, table: pd.DataFrame, n: int = 12, cols: int = 6):
+    """Rectified dataset examples: each image with the prompt it was made for and the caption it trains
+    with (None when nothing was rectified)."""
+    rows = table[table["status"] == "rectified"].head(n)
+    if rows.empty:
+        return None
+    n_rows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(n_rows, cols, squeeze=False, figsize=(1.9 * cols, 2.2 * n_rows))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), rows.itertuples()):
+        ax.imshow(np.asarray(run.read_image(r)), interpolation="nearest")
+        ax.set_title("\n".join(textwrap.wrap(f"asked: {r.prompt}", 24) + textwrap.wrap(f"now: {r.text}", 24)),
+                     fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -116,3 +116,18 @@ def plot_split_half(df: pd.DataFrame, category: str, n_permutations: int = 2000,
     ax.set_title(f"{category}: split-half {stat}, {int(rel['n_seeds'])} seeds", fontsize=9)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def plot_loss_curves(histories: dict[str, list]):
+    """Training loss against step, one line per run (history rows: [step, loss, seconds, ...])."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, hist in histories.items():
+        if hist:
+            ax.plot([h[0] for h in hist], [h[1] for h in hist], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title("fine-tuning loss", fontsize=9)
+    fig.tight_layout()
+    return fig

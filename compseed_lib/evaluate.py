@@ -1,0 +1,214 @@
+"""Paired evaluation of the paper's arms on held-out prompts: does fine-tuning on reliable seeds help?
+
+Arms (config `evaluate.arms`):
+  base             the base model on the evaluation seeds (disjoint from the mining seeds)
+  top_seeds        the base model on the mined top seeds of each prompt's category
+  qk, lora         the fine-tunes on the rectified top-seed dataset (notebook 06)
+  qk_random_seeds  control: q/k fine-tune on a same-size dataset from random seeds, rectified the same way
+  qk_unrectified   control: q/k fine-tune on the top-seed images with their prompts as captions
+Every arm but top_seeds uses the same (prompt, seed) pairs, so arm vs base is paired: an exact McNemar
+test on the discordant pairs, and for every arm a paired bootstrap over prompts (95% interval of the
+accuracy difference; top_seeds is paired by prompt only). Unknown answers are left out, pairwise, and counted.
+
+Inputs: a Run (finished stages 03 and 06), the held-out prompts, the run's config.
+Outputs: per-arm judged rows (stage `eval_<arm>`), `arm_table` (accuracy overall / per kind / per
+category with Wilson intervals, unknowns, gain vs base in the paper's relative sense, p-values) and a
+per-count figure.
+
+Usage:
+    judged = {arm: run_arm(run, arm, prompts, top, cfg) for arm in cfg.evaluate.arms}
+    table = arm_table(judged, n_bootstrap=2000)
+    fig = plot_per_category(table)
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .generate import Job, make_jobs
+from .prompts import Prompt
+from .stats import mcnemar, paired_bootstrap, wilson_interval
+from .store import Run
+
+log = logging.getLogger(__name__)
+FINETUNED = {"qk": ("qk", "dataset"), "lora": ("lora", "dataset"), "qk_random_seeds": ("qk", "dataset_random_seeds"),
+             "qk_unrectified": ("qk", "dataset_unrectified")}  # arm -> (method, dataset folder)
+
+
+def finetune_dir(run: Run, arm: str) -> Path:
+    """Where notebook 06 writes an arm's fine-tune (a folder `pipelines.load_pipeline` loads)."""
+    return run.root / "finetune" / arm / "model"
+
+
+def arm_model(run: Run, arm: str, base: str) -> str:
+    """The model an arm generates with: the base model, or the arm's fine-tune folder."""
+    if arm in FINETUNED:
+        folder = finetune_dir(run, arm)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"arm {arm!r} needs its fine-tune at {folder}: run 06_finetune first")
+        return str(folder)
+    return base
+
+
+def arm_jobs(arm: str, prompts: Sequence[Prompt], seeds: Sequence[int], top: pd.DataFrame | None) -> list[Job]:
+    """(prompt, seed) pairs of an arm: the evaluation seeds, or each category's mined top seeds."""
+    if arm != "top_seeds":
+        return make_jobs(prompts, seeds)
+    if top is None:
+        raise ValueError("arm 'top_seeds' needs the mined top seeds (tables/top_seeds.csv, notebook 03)")
+    by_cat = {c: g.sort_values("rank")["seed"].astype(int).tolist() for c, g in top.groupby("category")}
+    missing = sorted({p.category for p in prompts} - set(by_cat))
+    if missing:
+        raise ValueError(f"no top seeds for categories {missing}")
+    return [j for p in prompts for j in make_jobs([p], by_cat[p.category])]
+
+
+def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | None, cfg,
+            progress: bool = True) -> pd.DataFrame:
+    """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable); its judged rows."""
+    import dataclasses
+
+    from .generate import generate
+    from .judge import judge_stage
+    from .pipelines import load_pipeline
+
+    model = dataclasses.replace(cfg.model, pipeline=arm_model(run, arm, cfg.model.pipeline))
+    pipe, info = load_pipeline(model)
+    stage = f"eval_{arm}"
+    generate(run, stage, pipe, info, arm_jobs(arm, prompts, cfg.evaluate.seeds, top), cfg.generate,
+             progress=progress)
+    judged = judge_stage(run, stage, list(prompts), cfg.judge, progress=progress)
+    return judged.assign(arm=arm)
+
+
+def _levels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    out = [("all", df)]
+    out += [(str(k), g) for k, g in df.groupby("kind", sort=True)]
+    out += [(str(c), g) for c, g in df.groupby("category", sort=True)]
+    return out
+
+
+def arm_table(judged: dict[str, pd.DataFrame], n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Accuracy per arm and level (all / kind / category) with Wilson 95% intervals and unknown counts;
+    against base: the paper's relative gain, McNemar p on shared (prompt, seed) pairs, and a paired
+    bootstrap interval over prompts of the accuracy difference."""
+    if "base" not in judged:
+        raise ValueError("arm_table needs the 'base' arm to compare against")
+    rows = []
+    base = judged["base"]
+    for arm, df in judged.items():
+        for level, sub in _levels(df):
+            known = sub["correct"].dropna().astype(bool)
+            k, n = int(known.sum()), int(len(known))
+            lo, hi = wilson_interval(k, n)
+            row = dict(arm=arm, level=level, images=len(sub), n=n, n_unknown=int(sub["correct"].isna().sum()),
+                       accuracy=k / n if n else np.nan, lo=lo, hi=hi)
+            b = dict(_levels(base)).get(level)
+            if arm != "base" and b is not None:
+                bk = b["correct"].dropna().astype(bool)
+                base_acc = bk.mean() if len(bk) else np.nan
+                row["gain_vs_base"] = row["accuracy"] - base_acc
+                row["relative_gain"] = row["gain_vs_base"] / base_acc if base_acc else np.nan
+                row.update(_paired(b, sub, arm != "top_seeds", n_bootstrap, seed))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdicts(col: pd.Series) -> np.ndarray:
+    """True / False / None (unknown) per row, as the paired tests take them."""
+    return np.array([None if pd.isna(v) else bool(v) for v in col], dtype=object)
+
+
+def _paired(base: pd.DataFrame, arm: pd.DataFrame, by_seed: bool, n_bootstrap: int, seed: int) -> dict:
+    """McNemar (same prompt and seed) and bootstrap over prompts of arm minus base."""
+    out = {}
+    if by_seed:
+        m = base.merge(arm, on=["prompt_id", "seed"], suffixes=("_b", "_a"))
+        b, a = _verdicts(m["correct_b"]), _verdicts(m["correct_a"])
+        test = mcnemar(b, a)
+        out.update(mcnemar_p=test["p"], pairs=test["n_pairs"], base_only=test["a_only"], arm_only=test["b_only"])
+        boot = paired_bootstrap(b, a, m["prompt_id"].to_numpy(), n=n_bootstrap, seed=seed)
+    else:  # different seeds: pair per prompt (accuracy over each prompt's images)
+        pb = base.dropna(subset=["correct"]).groupby("prompt_id")["correct"].mean()
+        pa = arm.dropna(subset=["correct"]).groupby("prompt_id")["correct"].mean()
+        common = sorted(set(pb.index) & set(pa.index))
+        rng = np.random.default_rng(seed)
+        d = (pa[common] - pb[common]).to_numpy(dtype=float)
+        draws = rng.integers(0, len(d), size=(n_bootstrap, len(d))) if len(d) else np.zeros((0, 0), int)
+        means = d[draws].mean(axis=1) if len(d) else np.array([np.nan])
+        boot = {"lo": float(np.quantile(means, 0.025)), "hi": float(np.quantile(means, 0.975))}
+    out.update(diff_lo=boot["lo"], diff_hi=boot["hi"])
+    return out
+
+
+def plot_per_category(table: pd.DataFrame, kind_prefix: str = ""):
+    """Accuracy per category (count=2 … and relations) for every arm side by side, with Wilson intervals."""
+    from matplotlib.figure import Figure
+
+    cats = [c for c in dict.fromkeys(table["level"]) if c not in ("all", "count", "spatial")
+            and c.startswith(kind_prefix)]
+    arms = list(dict.fromkeys(table["arm"]))
+    fig = Figure(figsize=(max(5, 0.9 * len(cats) + 2), 3.2))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(arms))
+    for i, arm in enumerate(arms):
+        t = table[(table["arm"] == arm)].set_index("level").reindex(cats)
+        x = np.arange(len(cats)) + (i - (len(arms) - 1) / 2) * width
+        acc = t["accuracy"].to_numpy(dtype=float)
+        err = np.clip(np.vstack([acc - t["lo"].to_numpy(dtype=float), t["hi"].to_numpy(dtype=float) - acc]), 0, None)
+        ax.bar(x, acc, width, yerr=np.nan_to_num(err), capsize=2, label=arm)
+    ax.set_xticks(np.arange(len(cats)))
+    ax.set_xticklabels(cats, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95% Wilson)")
+    ax.legend(fontsize=7, ncol=min(3, len(arms)))
+    ax.set_title("held-out prompts: accuracy per category and arm", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def presence_table(run: Run, arms: Sequence[str], prompts: Sequence[Prompt]) -> pd.DataFrame:
+    """Mini world only: per arm, how often the asked kind is drawn and the background is the one asked
+    (a fine-tune must not break these), read by the world's exact judge from the stored images."""
+    from .miniworld import judge_scene
+
+    by_id = {p.id: p for p in prompts}
+    rows = []
+    for arm in arms:
+        for r in run.ledger.images(f"eval_{arm}").itertuples():
+            p = by_id.get(r.prompt_id)
+            if p is None:
+                continue
+            j = judge_scene(np.asarray(run.read_image(r)))
+            rows.append(dict(arm=arm, kind_present=j.counts.get(p.obj.name, 0) > 0,
+                             background_ok=(j.background == p.background) if p.background else np.nan))
+    df = pd.DataFrame(rows)
+    return df.groupby("arm", sort=False).agg(images=("kind_present", "size"), kind_present=("kind_present", "mean"),
+                                             background_ok=("background_ok", "mean")).reset_index()
+
+
+def train_arms(run: Run, cfg, progress: bool = True) -> dict[str, Path]:
+    """Notebook 06: one fine-tune per fine-tuned arm of `cfg.evaluate.arms`, each on its dataset folder
+    (resumable: a finished arm is kept)."""
+    import dataclasses
+
+    from . import finetune
+
+    out = {}
+    for arm in cfg.evaluate.arms:
+        if arm not in FINETUNED:
+            continue
+        method, folder = FINETUNED[arm]
+        target = finetune_dir(run, arm)
+        if (target / finetune.ADAPTER_FILE).is_file():
+            log.info("fine-tune %s already at %s", arm, target)
+            out[arm] = target
+            continue
+        ft = dataclasses.replace(cfg.finetune, method=method)
+        out[arm] = finetune.train(cfg.model.pipeline, run.root / folder, ft, target.parent / "work", target,
+                                  device=cfg.model.device, progress=progress)
+    return out
