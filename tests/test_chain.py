@@ -131,8 +131,6 @@ def test_damaged_image_ends_in_one_line_and_the_advice_works(chain_run):
     last = res.stderr.strip().splitlines()[-1]
     assert "02_judge failed: CorruptImageError" in last and path.name in last and "compseed run <config>" in last
     assert "Traceback" not in res.stderr
-    res = _cli("-v", "run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--reports", str(root / "damaged"))
-    assert res.returncode == 1 and "Traceback" in res.stderr
     res = _cli("run", "configs/smoke.yaml", *sets, "--only", "01_generate,02_judge", "--reports", str(root / "fixed"))
     assert res.returncode == 0, res.stderr
     assert sha256_file(path) == run.ledger.images("base").iloc[3]["sha256"]
@@ -210,6 +208,12 @@ def test_bad_input_leaves_no_run_and_no_report(tmp_path, args, message):
     assert lines[-1].startswith("compseed: error:") and message in lines[-1], res.stderr
     assert "Traceback" not in res.stderr and sum("error" in line.lower() for line in lines) == 1, res.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
+def test_verbose_flag_adds_the_traceback(tmp_path):
+    res = _cli("-v", "run", "configs/smoke.yaml", "--set", f"runs_dir={tmp_path}", "--set", "prompts.counts=[2, 12]")
+    assert res.returncode == 1 and "Traceback" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("compseed: error: prompts.counts [2, 12]")
 
 
 def test_counts_outside_the_generators_training_warn(caplog):
