@@ -110,9 +110,12 @@ def preflight(cfg: RunConfig) -> list:
         if outside:
             log.warning("prompts.counts %s lie outside what %s was trained on (%d to %d): expect it to "
                         "get them wrong", outside, cfg.model.pipeline, lo, hi)
-    spec = registry.resolve(cfg.judge)
-    registry.api_key(spec)
-    registry.check_answerable(spec, ps)
+    from .evaluate import eval_judge
+
+    for judge_cfg in {id(j): j for j in (cfg.judge, eval_judge(cfg))}.values():
+        spec = registry.resolve(judge_cfg)
+        registry.api_key(spec)
+        registry.check_answerable(spec, ps)
     return ps
 
 

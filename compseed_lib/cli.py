@@ -4,6 +4,7 @@
     compseed serve-judge [--host 127.0.0.1] [--port 8765]
     compseed judge-accuracy [--n 2000] [--out reports/judge_accuracy.md]
     compseed prompts miniworld train
+    compseed finetune configs/mini.yaml [--arm qk]
     compseed train-miniworld configs/train/miniworld.yaml
     compseed evaluate-model models/miniworld --seeds 64 --steps 10 --out reports/miniworld_eval
     compseed model-card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
@@ -34,7 +35,8 @@ def _kit_errors() -> tuple[type[BaseException], ...]:
     from .prompts import PromptFileError
     from .store import CorruptImageError
 
-    return ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, ValueError
+    return (ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, ValueError,
+            FileNotFoundError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -47,6 +49,18 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for name in ("httpx", "httpx2", "httpcore", "openai", "papermill", "traitlets", "asyncio"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose and name == "papermill" else logging.WARNING)
+
+
+def _finetune(args) -> int:
+    from .config import load_config
+    from .evaluate import train_arms
+    from .store import Run
+
+    cfg = load_config(args.config, args.set)
+    run = Run.open(cfg.run_dir)
+    for arm, folder in train_arms(run, cfg, only=args.arm or None).items():
+        print(f"{arm}: {folder}")
+    return 0
 
 
 def _prompts(args) -> int:
@@ -95,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", default="reports", help="where executed notebooks go")
     p.add_argument("--quiet", action="store_true", help="no live progress or log lines from the notebooks")
     p.set_defaults(func=_run)
+    p = sub.add_parser("finetune", help="fine-tune a run's arms on its datasets (notebook 06 without the notebook; "
+                                        "`accelerate launch -m compseed_lib.cli finetune …` on many GPUs)")
+    p.add_argument("config", help="a configs/*.yaml file whose run has built its datasets (05_build_dataset)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--arm", action="append", default=[], help="only this arm (repeatable): qk, lora, ...")
+    p.set_defaults(func=_finetune)
     p = sub.add_parser("prompts", help="list the prompts of a world and split")
     p.add_argument("world", help="comp90, miniworld or a folder")
     p.add_argument("split", choices=["train", "eval"])

@@ -82,6 +82,7 @@ class EvalConfig:
     arms: list[str] = field(default_factory=lambda: ["base", "top_seeds", "qk", "lora", "qk_random_seeds",
                                                      "qk_unrectified"])
     n_bootstrap: int = 2000
+    judge: str | None = None  # a judge registry name for evaluation only (paper: gpt-4o); None: the run's judge
 
 
 @dataclass

@@ -81,8 +81,17 @@ def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | N
     stage = f"eval_{arm}"
     generate(run, stage, pipe, info, arm_jobs(arm, prompts, cfg.evaluate.seeds, top), cfg.generate,
              progress=progress)
-    judged = judge_stage(run, stage, list(prompts), cfg.judge, progress=progress)
+    judged = judge_stage(run, stage, list(prompts), eval_judge(cfg), progress=progress)
     return judged.assign(arm=arm)
+
+
+def eval_judge(cfg):
+    """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint and key), else the run's."""
+    import dataclasses
+
+    if cfg.evaluate.judge is None:
+        return cfg.judge
+    return dataclasses.replace(cfg.judge, name=cfg.evaluate.judge, base_url=None, model=None, api_key_env=None)
 
 
 def _levels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -191,16 +200,18 @@ def presence_table(run: Run, arms: Sequence[str], prompts: Sequence[Prompt]) -> 
                                              background_ok=("background_ok", "mean")).reset_index()
 
 
-def train_arms(run: Run, cfg, progress: bool = True) -> dict[str, Path]:
-    """Notebook 06: one fine-tune per fine-tuned arm of `cfg.evaluate.arms`, each on its dataset folder
-    (resumable: a finished arm is kept)."""
+def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None = None) -> dict[str, Path]:
+    """Notebook 06 / `compseed finetune`: one fine-tune per fine-tuned arm of `cfg.evaluate.arms` (or of
+    `only`), each on its dataset folder (resumable: a finished arm is kept)."""
     import dataclasses
 
     from . import finetune
 
     out = {}
-    for arm in cfg.evaluate.arms:
+    for arm in only or cfg.evaluate.arms:
         if arm not in FINETUNED:
+            if only:
+                raise ValueError(f"arm {arm!r} has no fine-tune: choose from {sorted(FINETUNED)}")
             continue
         method, folder = FINETUNED[arm]
         target = finetune_dir(run, arm)

@@ -223,7 +223,8 @@ class Run:
         """Open an existing run directory (it must hold config.yaml)."""
         root = Path(root)
         if not (root / "config.yaml").is_file():
-            raise FileNotFoundError(f"no run at {root}: config.yaml missing (run stage 00 first)")
+            raise FileNotFoundError(f"no run at {root}: config.yaml missing (start it with `compseed run <config> "
+                                    f"--only 00_prompts`)")
         return cls(root)
 
     def config(self):

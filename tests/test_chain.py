@@ -105,6 +105,16 @@ def test_change_that_alters_finished_images_is_refused_before_anything_is_writte
     assert run.config().generate.steps == 3  # recorded once the run accepted it
 
 
+def test_finetune_command_reuses_finished_arms_and_names_bad_ones(chain_run):
+    root, sets, _, _ = chain_run
+    res = _cli("finetune", "configs/smoke.yaml", *sets, "--arm", "qk", "--arm", "lora")
+    assert res.returncode == 0 and "qk: " in res.stdout and "lora: " in res.stdout, res.stderr
+    assert "already at" in res.stderr
+    res = _cli("finetune", "configs/smoke.yaml", *sets, "--arm", "base")
+    assert res.returncode == 2 and res.stderr.strip().endswith("choose from ['lora', 'qk', 'qk_random_seeds', "
+                                                               "'qk_unrectified']")
+
+
 def test_every_stage_runs_under_the_config_given_now(chain_run):
     """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config)."""
     root, sets, _, _ = chain_run
