@@ -90,22 +90,8 @@ def _tiny_dataset(tmp_path):
     return folder.parent
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    import os
-
-    root = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("COMPSEED_CACHE")
-    os.environ["COMPSEED_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("COMPSEED_CACHE")
-    else:
-        os.environ["COMPSEED_CACHE"] = old
-
-
 @pytest.mark.parametrize("method", ["qk", "lora"])
-def test_finetune_changes_only_the_selection_and_loads_like_any_model(tmp_path, tiny_cache, method):
+def test_finetune_changes_only_the_selection_and_loads_like_any_model(tmp_path, cache, method):
     import json
 
     from compseed_lib.config import FinetuneConfig, ModelConfig
@@ -131,7 +117,7 @@ def test_finetune_changes_only_the_selection_and_loads_like_any_model(tmp_path, 
         assert 0 < record["trainable_parameters"] < record["changed_parameters"]  # low-rank
 
 
-def test_finetune_resumes_to_the_same_weights(tmp_path, tiny_cache):
+def test_finetune_resumes_to_the_same_weights(tmp_path, cache):
     from safetensors.torch import load_file
 
     from compseed_lib.config import FinetuneConfig
