@@ -113,11 +113,7 @@ def dataset_jobs(prompts: Sequence[Prompt], top: pd.DataFrame, per_prompt: int |
     if per_prompt is not None and per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, got {per_prompt!r}")
     seeds = {c: g.sort_values("rank")["seed"].astype(int).tolist() for c, g in top.groupby("category")}
-    jobs = []
-    for p in prompts:
-        for s in seeds[p.category][:per_prompt]:
-            jobs.extend(make_jobs([p], [s]))
-    return jobs
+    return [j for p in prompts for j in make_jobs([p], seeds[p.category][:per_prompt])]
 
 
 def judged_values(judged: pd.DataFrame, opposite: pd.DataFrame | None, prompts: Sequence[Prompt]) -> dict:
@@ -218,8 +214,9 @@ def _opposite_view(run: Run, images: pd.DataFrame, values_pending: list[tuple[Pr
 
 
 def build_dataset(run: Run, pipe, info: dict, prompts: Sequence[Prompt], jobs: Sequence[Job], cfg,
-                  stage: str = STAGE, folder: str = "dataset", progress: bool = True) -> pd.DataFrame:
-    """Generate `jobs`, judge, rectify and export one dataset (each step resumable); the caption table.
+                  stage: str = STAGE, progress: bool = True) -> pd.DataFrame:
+    """Generate `jobs`, judge and rectify one dataset (each step resumable); the caption table, which
+    `export_imagefolder` writes out.
 
     `cfg` is the run's RunConfig (generate settings and judge).
     """
@@ -241,11 +238,9 @@ def build_dataset(run: Run, pipe, info: dict, prompts: Sequence[Prompt], jobs: S
     # 3. Rectify each caption from the prompt's structure and the judged value
     table = rectify_table(images, judged_values(judged, opposite, prompts), prompts)
     table["stage"] = stage
-    # 4. Export the imagefolder
-    export_imagefolder(run, table, run.root / folder)
     counts = table["status"].value_counts()
-    log.info("%s: %d images, %d kept, %d rectified, %d dropped -> %s", folder, len(table), counts.get(KEPT, 0),
-             counts.get(RECTIFIED, 0), counts.get(DROPPED, 0), run.root / folder)
+    log.info("%s: %d images, %d kept, %d rectified, %d dropped", stage, len(table), counts.get(KEPT, 0),
+             counts.get(RECTIFIED, 0), counts.get(DROPPED, 0))
     return table
 
 
@@ -272,20 +267,19 @@ def build_datasets(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: p
     `dataset/` (top seeds, rectified), `dataset_random_seeds/` (random seeds, rectified, as many images as
     `dataset/` keeps) and `dataset_unrectified/` (the top-seed images with their prompts as captions)."""
     jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt)
-    main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, "dataset", progress)
+    main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, progress)
     per_prompt = max(1, round(len(jobs) / max(1, len(prompts))))
     rjobs = random_seed_jobs(prompts, per_prompt, cfg.dataset.random_seed_base, cfg.generate.seeds,
                              seed=cfg.mining.split_seed)
-    rand = build_dataset(run, pipe, info, prompts, rjobs, cfg, f"{STAGE}_random", "dataset_random_seeds", progress)
+    rand = build_dataset(run, pipe, info, prompts, rjobs, cfg, f"{STAGE}_random", progress)
     n_main = int((main["status"] != DROPPED).sum())
     kept = rand[rand["status"] != DROPPED]
     if len(kept) > n_main:  # same size as the paper's dataset: drop a random surplus (recorded as such)
         surplus = kept.sample(len(kept) - n_main, random_state=cfg.mining.split_seed).index
         rand.loc[surplus, ["status", "reason", "text"]] = [DROPPED, "size matched to the top-seed dataset", None]
-        export_imagefolder(run, rand, run.root / "dataset_random_seeds")
     unrect = main.assign(text=main["prompt"], status=KEPT, reason="caption as prompted")
-    export_imagefolder(run, unrect, run.root / "dataset_unrectified")
     tables = {"dataset": main, "dataset_random_seeds": rand, "dataset_unrectified": unrect}
-    for name, t in tables.items():
+    for name, t in tables.items():  # each imagefolder written once, after its captions are final
+        export_imagefolder(run, t, run.root / name)
         run.save_table(t, f"{name}_captions")
     return tables

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .dataset import dataset_jobs
 from .generate import Job, make_jobs
 from .prompts import Prompt
 from .stats import mcnemar, paired_bootstrap, wilson_interval
@@ -60,11 +61,7 @@ def arm_jobs(arm: str, prompts: Sequence[Prompt], seeds: Sequence[int], top: pd.
         return make_jobs(prompts, seeds)
     if top is None:
         raise ValueError("arm 'top_seeds' needs the mined top seeds (tables/top_seeds.csv, notebook 03)")
-    by_cat = {c: g.sort_values("rank")["seed"].astype(int).tolist() for c, g in top.groupby("category")}
-    missing = sorted({p.category for p in prompts} - set(by_cat))
-    if missing:
-        raise ValueError(f"no top seeds for categories {missing}")
-    return [j for p in prompts for j in make_jobs([p], by_cat[p.category])]
+    return dataset_jobs(prompts, top)  # the same rule the dataset uses: each category's top seeds
 
 
 def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | None, cfg,

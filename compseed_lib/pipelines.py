@@ -54,6 +54,12 @@ def trained_counts(source: str) -> tuple[int, int] | None:
 FINETUNE_FILE = "compseed_finetune.json"  # finetune.ADAPTER_FILE: a base model + changed weights
 
 
+def _finetune_folder(source: str) -> Path | None:
+    """The folder when `source` is a fine-tune folder (base model + changed weights), else None."""
+    folder = Path(source).expanduser()
+    return folder if (folder / FINETUNE_FILE).is_file() else None
+
+
 def _finetune_base(folder: Path) -> str:
     """The base model a fine-tune folder names (relative paths are as given when it was trained)."""
     try:
@@ -81,11 +87,10 @@ def check_source(cfg: ModelConfig) -> str:
         return "shipped"
     if source in PIPELINES:
         return "registered"
-    folder = Path(source).expanduser()
-    if folder.is_dir() and (folder / FINETUNE_FILE).is_file():
-        base = _finetune_base(folder)
-        check_source(dataclasses.replace(cfg, pipeline=base, revision=None))
+    if _finetune_folder(source) is not None:
+        check_source(dataclasses.replace(cfg, pipeline=_finetune_base(_finetune_folder(source)), revision=None))
         return "finetune"
+    folder = Path(source).expanduser()
     if folder.is_dir():
         index = folder / "model_index.json"
         if not index.is_file():
@@ -113,10 +118,10 @@ def check_source(cfg: ModelConfig) -> str:
 def check_size(cfg: ModelConfig, height: int, width: int) -> None:
     """Image size against the pipeline's own VAE factor, read from its vae/config.json without loading it
     (a hub model not in the local cache is checked when it loads)."""
+    tuned = _finetune_folder(cfg.pipeline)
+    if tuned is not None:  # the base model decides the size (checked once, not here and again below)
+        return check_size(dataclasses.replace(cfg, pipeline=_finetune_base(tuned), revision=None), height, width)
     kind = check_source(cfg)
-    if kind == "finetune":
-        return check_size(dataclasses.replace(cfg, pipeline=_finetune_base(Path(cfg.pipeline).expanduser())),
-                          height, width)
     if kind == "shipped":
         folder = SHIPPED[cfg.pipeline]
     elif kind == "registered":
@@ -241,14 +246,14 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
         raise ModelLoadError(f"generator_device 'cuda' needs the pipeline on cuda, not {device}")
     # 2. Resolve the source (shipped, registered, folder, hub) and load it; only loading failures are
     #    reworded (missing or broken files, bad configs): out-of-memory and bugs keep their own error
-    source, kind = cfg.pipeline, check_source(cfg)
-    if kind == "finetune":  # the base model, then the fine-tune's changed weights on top
+    source, tuned = cfg.pipeline, _finetune_folder(cfg.pipeline)
+    if tuned is not None:  # the base model (checked as it loads), then the fine-tune's changed weights on top
         from .finetune import apply_delta
 
-        base = _finetune_base(Path(source).expanduser())
-        pipe, info = load_pipeline(dataclasses.replace(cfg, pipeline=base, revision=None))
-        apply_delta(pipe, Path(source).expanduser())
+        pipe, info = load_pipeline(dataclasses.replace(cfg, pipeline=_finetune_base(tuned), revision=None))
+        apply_delta(pipe, tuned)
         return pipe, {**info, "model": source, "base_model": info["model"]}
+    kind = check_source(cfg)
     if kind == "shipped":
         where = str(SHIPPED[source])
     elif kind == "registered":

@@ -242,6 +242,10 @@ class Run:
     def verified_image(self, row) -> Path:
         """The file of an image ledger row, checked against the row's sha256; `CorruptImageError` naming
         the file (and what to run) when it is missing or differs."""
+        return self._verified(row)[0]
+
+    def _verified(self, row) -> tuple[Path, bytes]:
+        """(path, bytes) of an image ledger row's file, read once and checked against the row's sha256."""
         row = row if hasattr(row, "prompt_id") else pd.Series(row)
         seed = int(row.seed)
         path = self._image_file(row)
@@ -250,10 +254,11 @@ class Run:
             raise CorruptImageError(f"image file {path} has no sha256 in its {where}: {REGENERATE_HINT}")
         if not path.is_file():
             raise CorruptImageError(f"image file {path} is missing ({where}): {REGENERATE_HINT}")
-        if sha256_file(path) != row.sha256:
+        data = path.read_bytes()
+        if sha256_bytes(data) != row.sha256:
             raise CorruptImageError(f"image file {path} is corrupt or was changed: its sha256 differs from "
                                     f"its {where} ({row.sha256[:12]}…): {REGENERATE_HINT}")
-        return path
+        return path, data
 
     def _image_file(self, row) -> Path:
         """Where a row's file lives: its `path` (relative to the run, or as given), else the default."""
@@ -270,9 +275,11 @@ class Run:
 
     def read_image(self, row):
         """The RGB PIL image of an image ledger row, verified first (see `verified_image`)."""
+        import io
+
         from PIL import Image
 
-        with Image.open(self.verified_image(row)) as im:
+        with Image.open(io.BytesIO(self._verified(row)[1])) as im:  # the bytes just checked, not a second read
             return im.convert("RGB")
 
     def save_table(self, df: pd.DataFrame, name: str) -> Path:

@@ -178,9 +178,6 @@ class JudgeClient:
                 return msg.content if msg.content is not None else (getattr(msg, "refusal", None) or "")
 
 
-# ---------------------------------------------------------------------------- stage judging
-
-
 def ask(image, question: str, cfg: JudgeConfig | None = None) -> str:
     """Ask the configured judge one question about a PIL image; the raw answer (for notebooks)."""
     cfg = cfg or JudgeConfig()
