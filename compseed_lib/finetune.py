@@ -135,14 +135,13 @@ def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[
     return latents, captions
 
 
-def _text_states(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen text encoder states of every caption and of the empty caption (for caption dropout)."""
-    tok = pipe.tokenizer
-    with torch.no_grad():
-        ids = tok(captions + [""], padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids.to(device)
-        states = torch.cat([pipe.text_encoder(ids[i:i + 64])[0] for i in range(0, len(ids), 64)]).float()
-    return states[:-1].cpu(), states[-1].cpu()
+def _text_states(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frozen text states (and PixArt's padding mask, else None) of every caption, the empty caption last
+    (for caption dropout)."""
+    from .pipelines import encode_text
+
+    states, mask = encode_text(pipe, captions + [""], device)
+    return states.float().cpu(), (None if mask is None else mask.cpu())
 
 
 def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_dir: str | Path,
@@ -152,7 +151,7 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     from diffusers import DDPMScheduler
 
     from .config import ModelConfig, check_finetune
-    from .pipelines import denoiser, load_pipeline
+    from .pipelines import denoise, denoiser, load_pipeline
     from .training import LoopConfig, Trainer
 
     # 1. Check inputs, load the base model and encode the data once
@@ -161,7 +160,7 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     pipe, info = load_pipeline(ModelConfig(pipeline=str(model), device=device, dtype="float32"))
     dev = torch.device(info["device"])
     latents, captions = _encode_dataset(pipe, dataset_dir, work, dev)
-    states, empty = _text_states(pipe, captions, dev)
+    states, masks = _text_states(pipe, captions, dev)  # row -1: the empty caption
     net = denoiser(pipe)
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     # 2. What trains: the selected q/k weights, or a LoRA on the same modules
@@ -190,13 +189,13 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     def loss_fn(step: int, g: torch.Generator, m: dict) -> tuple[torch.Tensor, dict]:
         idx = torch.randint(len(latents), (cfg.batch,), generator=g)
         z0 = latents[idx].to(dev)
-        cond = states[idx].clone()
-        cond[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = empty
+        idx[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = len(states) - 1  # the empty caption
+        cond, mask = states[idx].to(dev), None if masks is None else masks[idx].to(dev)
         noise = torch.randn(z0.shape, generator=g).to(dev)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t) if sched.config.prediction_type == "v_prediction" else noise
-        pred = m["denoiser"](zt, t, encoder_hidden_states=cond.to(dev)).sample
+        pred = denoise(m["denoiser"], zt, t, cond, mask)
         loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         return loss, {"loss": loss.item()}
 

@@ -1,6 +1,6 @@
 """Loading diffusers text-to-image pipelines: a shipped or registered name, a local folder, or a hub id.
 
-Inputs: a `ModelConfig` — `pipeline` is a shipped name (`SHIPPED`: miniworld), a registered tiny
+Inputs: a `ModelConfig` — `pipeline` is a shipped name (`SHIPPED`: miniworld, miniworld-pixart), a registered tiny
 pipeline (`testing.PIPELINES`: tiny-sd, tiny-pixart, built from configs), a
 local folder holding `model_index.json`, or a hub id (with `revision`); `device`/`dtype` ('auto' or
 explicit); `generator_device` (where each seed's noise is drawn, DESIGN §5b).
@@ -38,11 +38,14 @@ class ModelLoadError(RuntimeError):
 
 
 # Trained pipelines shipped inside the repository (weights as safetensors, see their README.md).
-SHIPPED: dict[str, Path] = {"miniworld": Path(__file__).resolve().parent.parent / "models" / "miniworld"}
+_MODELS = Path(__file__).resolve().parent.parent / "models"
+SHIPPED: dict[str, Path] = {"miniworld": _MODELS / "miniworld", "miniworld-pixart": _MODELS / "miniworld-pixart"}
+TRAINING_CONFIGS: dict[str, str] = {"miniworld": "configs/train/miniworld_stage4.yaml",
+                                    "miniworld-pixart": "configs/train/miniworld_pixart.yaml"}
 
 
 # Counts a shipped generator saw in training (DESIGN §2: the mini world draws one to six of a kind).
-TRAINED_COUNTS: dict[str, tuple[int, int]] = {"miniworld": (1, 6)}
+TRAINED_COUNTS: dict[str, tuple[int, int]] = {"miniworld": (1, 6), "miniworld-pixart": (1, 6)}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -83,7 +86,7 @@ def check_source(cfg: ModelConfig) -> str:
     if source in SHIPPED:
         if not (SHIPPED[source] / "model_index.json").is_file():
             raise ModelLoadError(f"shipped pipeline {source!r} is missing at {SHIPPED[source]}: restore it from "
-                                 f"git or train it with `compseed train-miniworld configs/train/miniworld_stage4.yaml`")
+                                 f"git or train it with `compseed train-miniworld {TRAINING_CONFIGS[source]}`")
         return "shipped"
     if source in PIPELINES:
         return "registered"
@@ -202,6 +205,34 @@ def denoiser(pipe):
     if net is None:
         raise ModelLoadError(f"{type(pipe).__name__} has neither a unet nor a transformer")
     return net
+
+
+MAX_TEXT_TOKENS = 120  # PixArt-alpha's max_sequence_length: the window of a T5 tokenizer without one
+
+
+def encode_text(pipe, texts: list[str], device, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(text states, attention mask) the denoiser attends to, as the pipeline makes them: CLIP states
+    of max-length padded ids, mask None (SD family); T5 states with padding masked, and the mask
+    (PixArt, whose transformer masks the padding in cross-attention too)."""
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    masked = getattr(denoiser(pipe), "config", {}).get("caption_channels") is not None
+    length = min(int(tok.model_max_length), MAX_TEXT_TOKENS)
+    got = tok(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    ids, mask = got.input_ids.to(device), got.attention_mask.to(device)
+    with torch.no_grad():
+        states = torch.cat([enc(ids[i:i + batch], attention_mask=mask[i:i + batch] if masked else None)[0]
+                            for i in range(0, len(ids), batch)])
+    return states, (mask if masked else None)
+
+
+def denoise(net, latents, t, states, mask=None):
+    """One prediction of the denoiser (UNet or PixArt transformer) from noisy latents and text states;
+    a transformer that predicts a variance too gives only its first `in_channels` channels."""
+    if getattr(net.config, "caption_channels", None) is not None:
+        out = net(latents, encoder_hidden_states=states, timestep=t, encoder_attention_mask=mask,
+                  added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        return out[:, :latents.shape[1]]
+    return net(latents, t, encoder_hidden_states=states).sample
 
 
 def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int]:

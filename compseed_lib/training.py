@@ -77,6 +77,36 @@ def _state(m: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in m.named_parameters() if p.requires_grad}
 
 
+def _tied_aliases(m: torch.nn.Module) -> set[str]:
+    """State-dict names that share storage with an earlier name (T5's encoder.embed_tokens = shared)."""
+    seen, tied = set(), set()
+    for name, t in m.state_dict(keep_vars=True).items():
+        key = (t.data_ptr(), t.shape)
+        (tied.add(name) if key in seen else seen.add(key))
+    return tied
+
+
+def save_weights(m: torch.nn.Module, path: str | Path) -> None:
+    """What `_state` keeps of `m` as safetensors, each shared tensor once."""
+    from safetensors.torch import save_file
+
+    tied = _tied_aliases(m)
+    save_file({k: v.detach().cpu().contiguous() for k, v in _state(m).items() if k not in tied}, str(path))
+
+
+def load_weights(m: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    """Load safetensors weights into `m`; a name missing from the file is allowed only where it shares
+    storage with one that is there (tied embeddings), or everywhere when not `strict`."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = m.load_state_dict(load_file(str(path)), strict=False)
+    tied = _tied_aliases(m)
+    missing = [k for k in missing if k not in tied]
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"{path}: weights do not fit the model (missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]})")
+
+
 def lr_at(cfg: LoopConfig, step: int) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup, then constant."""
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
@@ -156,8 +186,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, m in self.raw.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in _state(m).items()},
-                      str(tmp / f"{name}.safetensors"))
+            save_weights(m, tmp / f"{name}.safetensors")
         for name, ema in self.ema.items():
             save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
                       str(tmp / f"ema_{name}.safetensors"))
@@ -182,7 +211,7 @@ class Trainer:
         for name, m in self.raw.items():
             path = latest / f"{name}.safetensors"
             if path.is_file():
-                m.load_state_dict(load_file(str(path)), strict=_all_trainable(m))
+                load_weights(m, path, strict=_all_trainable(m))
         for name, ema in self.ema.items():
             shadow = load_file(str(latest / f"ema_{name}.safetensors"))
             ema.shadow_params = [shadow[str(i)].to(self.device) for i in range(len(ema.shadow_params))]

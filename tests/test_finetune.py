@@ -140,3 +140,23 @@ def load_pipeline_unet():
     from compseed_lib.pipelines import load_pipeline
 
     return load_pipeline(ModelConfig(pipeline="tiny-sd"))[0].unet
+
+
+@pytest.mark.parametrize("method", ["qk", "lora"])
+def test_finetune_of_a_pixart_transformer_by_block_index(tmp_path, cache, method):
+    """PixArt: the transformer is called with its text mask; only the chosen blocks' q/k move."""
+    from compseed_lib.config import FinetuneConfig, ModelConfig
+    from compseed_lib.pipelines import load_pipeline
+
+    data = _tiny_dataset(tmp_path)
+    cfg = FinetuneConfig(method=method, blocks=[1], steps=3, batch=4, lr=1e-2, warmup=1, checkpoint_every=2,
+                         ema_decay=0.5, lora_rank=2)
+    out = F.train("tiny-pixart", data, cfg, tmp_path / "work", tmp_path / "tuned", device="cpu", progress=False)
+    base, _ = load_pipeline(ModelConfig(pipeline="tiny-pixart"))
+    tuned, info = load_pipeline(ModelConfig(pipeline=str(out)))
+    assert info["pipeline_class"] == "PixArtAlphaPipeline" and info["base_model"] == "tiny-pixart"
+    a, b = dict(base.transformer.named_parameters()), dict(tuned.transformer.named_parameters())
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(k.startswith("transformer_blocks.1.") and (".to_q." in k or ".to_k." in k)
+                           for k in changed)
+    assert not any(k.startswith("transformer_blocks.0.") for k in changed)

@@ -292,3 +292,38 @@ def test_relation_sensitivity_ratio_on_constructed_images():
     ignores = {**{(left.text, s): img[s] for s in seeds}, **{(right.text, s): img[s] for s in seeds}}
     assert relation_sensitivity(ignores, [left, right], seeds)["same_seed"] == 0.0  # ratio 0
     assert np.isnan(relation_sensitivity(follows, [left], seeds)["same_seed"])  # no twin: undefined
+
+
+def test_pixart_architecture_trains_with_the_same_trainer_and_loads_as_pixart(tiny_model, tmp_path):
+    """The architecture is a config choice: the same `train` writes a PixArtAlphaPipeline folder (T5 encoder
+    with a tied embedding, PixArt transformer, the VAE of `vae_from` as is) that resumes and samples."""
+    from diffusers import PixArtAlphaPipeline
+
+    from compseed_lib.config import GenerateConfig, ModelConfig
+    from compseed_lib.generate import generate, make_jobs
+    from compseed_lib.pipelines import from_pretrained, load_pipeline
+
+    cfg0, sd_out = tiny_model
+    sets = [f"out_dir={tmp_path / 'px'}", f"work_dir={tmp_path / 'w'}", f"vae_from={sd_out}", "caption_loss=0",
+            "spec={architecture: pixart}", "steps=4"]
+    cfg = load_dataclass(TrainConfig, REPO / "configs/train/miniworld_tiny.yaml", sets)
+    train(cfg)
+    cfg6 = load_dataclass(TrainConfig, REPO / "configs/train/miniworld_tiny.yaml", sets[:-1])
+    out = train(cfg6)  # continues from step 3's checkpoint to 6
+    record = json.loads((out / "training_record.json").read_text())
+    assert record["steps"] == 6 and set(record["parameters"]) == {"transformer", "text_encoder", "vae"}
+    assert [h[0] for h in record["loss_history"]][-1] == 6
+    pipe = from_pretrained(out)
+    assert isinstance(pipe, PixArtAlphaPipeline) and type(pipe.text_encoder).__name__ == "T5EncoderModel"
+    sd_vae, px_vae = from_pretrained(sd_out).vae, pipe.vae
+    assert px_vae.config.scaling_factor == sd_vae.config.scaling_factor
+    assert all(torch.equal(a, b) for a, b in zip(sd_vae.state_dict().values(), px_vae.state_dict().values()))
+    ids = pipe.tokenizer("two balls").input_ids
+    assert ids[-1] == pipe.tokenizer.eos_token_id and pipe.tokenizer.bos_token_id not in ids  # T5's way
+    p, info = load_pipeline(ModelConfig(pipeline=str(out)))
+    df = generate(Run(tmp_path / "run"), "base", p, info, make_jobs(P.load("miniworld", "train", limit=2), [0, 1]),
+                  GenerateConfig(steps=2, batch_size=4), progress=False)
+    assert len(df) == 8 and set(df["sampler"]) == {"DDIMScheduler"}
+    with pytest.raises(ValueError, match="caption_loss"):
+        train(load_dataclass(TrainConfig, REPO / "configs/train/miniworld_tiny.yaml", sets[:-2] + ["caption_loss=0.1"]
+                             + [f"work_dir={tmp_path / 'w2'}", "spec={architecture: pixart}"]))

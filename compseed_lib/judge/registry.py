@@ -122,7 +122,7 @@ def start_local_server(timeout: float = START_TIMEOUT) -> Iterator[str]:
         err_path = Path(tmp) / "stderr.log"
         with open(err_path, "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "compseed_lib.judge.server", "--host", "127.0.0.1",
-                                     "--port", "0", "--port-file", str(port_file)],
+                                     "--port", "0", "--port-file", str(port_file), "--exit-with", str(os.getpid())],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
         try:
             base_url = _wait_ready(proc, port_file, err_path, timeout)

@@ -24,6 +24,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -206,12 +207,38 @@ def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = 
     return httpd
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exit_with(httpd, pid: int, every: float = 0.5) -> None:
+    """Shut the server down once process `pid` is gone (a run killed with -9 cannot stop its server)."""
+    parent = os.getppid()  # when `pid` is the parent, reparenting also says it died (even as a zombie)
+
+    def watch():
+        while _pid_alive(pid) and os.getppid() == parent:
+            time.sleep(every)
+        log.info("process %d is gone: judge server stopping", pid)
+        httpd.shutdown()
+
+    threading.Thread(target=watch, daemon=True, name="exit-with").start()
+
+
 def serve(host: str = "127.0.0.1", port: int = 8765, port_file: str | Path | None = None,
-          allow_remote: bool = False) -> None:
-    """Serve until interrupted; writes the bound port to `port_file` once listening."""
+          allow_remote: bool = False, exit_with: int | None = None) -> None:
+    """Serve until interrupted (or until process `exit_with` ends); writes the bound port to `port_file`
+    once listening."""
     from ..store import atomic_write_text
 
     httpd = make_server(host, port, allow_remote)
+    if exit_with:
+        _exit_with(httpd, exit_with)
     bound = httpd.server_address[1]
     if port_file:
         atomic_write_text(port_file, str(bound))
@@ -233,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback interface")
+    p.add_argument("--exit-with", type=int, metavar="PID", help="stop when process PID ends")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request (debug)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        serve(args.host, args.port, args.port_file, args.allow_remote)
+        serve(args.host, args.port, args.port_file, args.allow_remote, args.exit_with)
     except (ValueError, OSError) as e:
         log.error("%s", e)
         return 2

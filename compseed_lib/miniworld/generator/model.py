@@ -1,4 +1,5 @@
-"""The mini-world generator: Stable Diffusion in miniature, built from configs.
+"""The mini-world generators, built from configs: Stable Diffusion in miniature (architecture "unet") and
+PixArt-alpha in miniature (architecture "pixart").
 
 Components (all genuine diffusers/transformers classes, so `StableDiffusionPipeline.from_pretrained`
 loads the saved folder and nothing downstream special-cases it):
@@ -10,10 +11,18 @@ loads the saved folder and nothing downstream special-cases it):
   scheduler     DDPM for training, DDIM (trailing spacing) for sampling; v-prediction on a
                 zero-terminal-SNR schedule, which lets the prompt (not the seed) set the image mean
 
+The "pixart" architecture swaps two parts and the pipeline class, keeping tokenizer words, VAE, latents
+and sampler:
+  text_encoder  `T5EncoderModel` (relative position buckets, no pooled output; EOS-terminated ids, no BOS)
+  transformer   `PixArtTransformer2DModel`: DiT blocks (self-attention, cross-attention to the text, MLP)
+                on 2x2 latent patches, timestep through adaLN-single
+  pipeline      `PixArtAlphaPipeline` (resolution binning off: pipelines.call_kwargs)
+
 Usage:
-    spec = MiniModelSpec()                     # or MiniModelSpec.tiny() for tests
-    tok = build_tokenizer(spec); te = build_text_encoder(spec, tok); vae = build_vae(spec); unet = build_unet(spec)
-    pipe = assemble_pipeline(spec, tok, te, vae, unet); pipe.save_pretrained(folder)
+    spec = MiniModelSpec()                     # or MiniModelSpec.tiny(), MiniModelSpec.pixart(), ...
+    tok = build_tokenizer(spec); te = build_text_encoder(spec, tok); vae = build_vae(spec)
+    net = build_denoiser(spec)                 # UNet2DConditionModel or PixArtTransformer2DModel
+    pipe = assemble_pipeline(spec, tok, te, vae, net); pipe.save_pretrained(folder)
 """
 from __future__ import annotations
 
@@ -24,12 +33,14 @@ from pathlib import Path
 from ... import prompts as P
 
 SPECIALS = ["[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"]
+ARCHITECTURES = ("unet", "pixart")
 
 
 @dataclass
 class MiniModelSpec:
     """Sizes of every component; `tiny()` is the test configuration."""
 
+    architecture: str = "unet"  # "unet" (SD-style) or "pixart" (PixArt-alpha-style)
     image_size: int = 32
     vae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     latent_channels: int = 4
@@ -43,12 +54,33 @@ class MiniModelSpec:
     num_train_timesteps: int = 1000
     prediction_type: str = "v_prediction"
     zero_terminal_snr: bool = True
+    # architecture "pixart" only
+    dit_layers: int = 8
+    dit_heads: int = 4
+    dit_head_dim: int = 32
+    patch_size: int = 2
 
     @classmethod
-    def tiny(cls) -> MiniModelSpec:
+    def tiny(cls, architecture: str = "unet") -> MiniModelSpec:
         """A few-thousand-parameter version for tests (same block layout)."""
-        return cls(vae_channels=[8, 16, 16], unet_channels=[16, 16, 32, 32], unet_heads=2,
-                   text_dim=32, text_layers=1, text_heads=2)
+        return cls(architecture=architecture, vae_channels=[8, 16, 16], unet_channels=[16, 16, 32, 32],
+                   unet_heads=2, text_dim=32, text_layers=1, text_heads=2, dit_layers=2, dit_heads=2,
+                   dit_head_dim=8)
+
+    @classmethod
+    def pixart(cls) -> MiniModelSpec:
+        """The shipped PixArt-alpha-shaped generator's sizes."""
+        return cls(architecture="pixart")
+
+    @property
+    def denoiser(self) -> str:
+        """The pipeline component that denoises: "unet" or "transformer"."""
+        return "transformer" if self.architecture == "pixart" else "unet"
+
+    def check(self) -> MiniModelSpec:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"model spec architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        return self
 
     def to_json(self) -> str:
         """JSON for the model card and the training record."""
@@ -71,7 +103,8 @@ def vocabulary(prompt_dir: str | Path | None = None) -> list[str]:
 
 
 def build_tokenizer(spec: MiniModelSpec, prompt_dir: str | Path | None = None):
-    """Word-level fast tokenizer: lower-cases, splits on spaces and punctuation, wraps in BOS/EOS."""
+    """Word-level fast tokenizer: lower-cases, splits on spaces and punctuation, wraps in BOS/EOS
+    (CLIP's way) or, for "pixart", ends with EOS only (T5's way; pad id 0)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
@@ -82,18 +115,26 @@ def build_tokenizer(spec: MiniModelSpec, prompt_dir: str | Path | None = None):
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
                                                  pre_tokenizers.Punctuation()])
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    single = "$A <|endoftext|>" if spec.architecture == "pixart" else "<|startoftext|> $A <|endoftext|>"
     tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos),
-                                                                    ("<|endoftext|>", eos)])
+        single=single, special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=spec.max_tokens,
                                    bos_token="<|startoftext|>", eos_token="<|endoftext|>",
                                    pad_token="[PAD]", unk_token="[UNK]")
 
 
 def build_text_encoder(spec: MiniModelSpec, tokenizer):
-    """A small CLIPTextModel; its pooled output is the EOS token, as in CLIP."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """A small CLIPTextModel (its pooled output is the EOS token, as in CLIP) or, for "pixart", a small
+    T5EncoderModel."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+    if spec.architecture == "pixart":
+        return T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer), d_model=spec.text_dim, d_kv=spec.text_dim // spec.text_heads,
+            d_ff=4 * spec.text_dim, num_layers=spec.text_layers, num_heads=spec.text_heads,
+            relative_attention_num_buckets=8, relative_attention_max_distance=spec.max_tokens,
+            feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id))
     cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=spec.text_dim,
                          intermediate_size=4 * spec.text_dim, num_hidden_layers=spec.text_layers,
                          num_attention_heads=spec.text_heads, max_position_embeddings=spec.max_tokens,
@@ -130,6 +171,26 @@ def build_unet(spec: MiniModelSpec):
         addition_embed_type="text", addition_embed_type_num_heads=spec.unet_heads)
 
 
+def build_transformer(spec: MiniModelSpec):
+    """PixArtTransformer2DModel: `dit_layers` DiT blocks, adaLN-single, cross-attention to T5 states;
+    predicts only the target (out_channels = latent channels: no learned variance)."""
+    from diffusers import PixArtTransformer2DModel
+
+    latent = spec.image_size // 2 ** (len(spec.vae_channels) - 1)
+    return PixArtTransformer2DModel(
+        sample_size=latent, num_layers=spec.dit_layers, patch_size=spec.patch_size,
+        attention_head_dim=spec.dit_head_dim, num_attention_heads=spec.dit_heads,
+        caption_channels=spec.text_dim, in_channels=spec.latent_channels, out_channels=spec.latent_channels,
+        cross_attention_dim=spec.dit_heads * spec.dit_head_dim, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=spec.num_train_timesteps,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
+
+
+def build_denoiser(spec: MiniModelSpec):
+    """The denoising network of `spec.architecture`."""
+    return build_transformer(spec) if spec.check().architecture == "pixart" else build_unet(spec)
+
+
 def build_schedulers(spec: MiniModelSpec):
     """(training scheduler, sampling scheduler) sharing one beta schedule."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -142,10 +203,14 @@ def build_schedulers(spec: MiniModelSpec):
 
 
 def assemble_pipeline(spec: MiniModelSpec, tokenizer, text_encoder, vae, unet):
-    """A StableDiffusionPipeline over the components (no safety checker: the mini world is shapes)."""
-    from diffusers import StableDiffusionPipeline
+    """A StableDiffusionPipeline (no safety checker: the mini world is shapes) or, for "pixart", a
+    PixArtAlphaPipeline over the components; `unet` is the denoiser of either kind."""
+    from diffusers import PixArtAlphaPipeline, StableDiffusionPipeline
 
     _, sampler = build_schedulers(spec)
+    if spec.architecture == "pixart":
+        return PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=unet,
+                                   scheduler=sampler)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=sampler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -1,20 +1,23 @@
-"""Train the mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld_stage4.yaml`
-runs the shipped model's four training runs in order (each config's init_from_config names the one
-before; a run whose output exists is not repeated); configs/train/miniworld.yaml alone is stage 1.
+"""Train a mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld_stage4.yaml`
+runs the shipped SD-shaped model's four training runs in order (each config's init_from_config names the
+one before; a run whose output exists is not repeated); configs/train/miniworld.yaml alone is stage 1.
+`compseed train-miniworld configs/train/miniworld_pixart.yaml` trains the PixArt-alpha-shaped one: the
+architecture is the config's `spec.architecture`, the trainer is this one.
 
 The steps of one run, each resumable (finished work is found on disk and skipped):
   1. render `n_scenes` training scenes (data.py) into work_dir/scenes/
   2. train the AutoencoderKL on them -> work_dir/vae/ (save_pretrained)
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
      (a run continued from `init_from` keeps that model's VAE and scaling_factor)
-  4. train UNet + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
+  4. train the denoiser (UNet or PixArt transformer) + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
      10% caption dropout for classifier-free guidance, EMA) in the kit's shared loop
      (`compseed_lib.training.Trainer`): checkpoint every `checkpoint_every` steps to
      work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
      with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
      structure (relation, kinds, count, background) off the text encoder's EOS state, which keeps
      words that the diffusion loss alone leaves indistinct (left/right) apart
-  5. export the EMA weights as a StableDiffusionPipeline folder -> out_dir, with training_record.json
+  5. export the EMA weights as a StableDiffusionPipeline / PixArtAlphaPipeline folder -> out_dir, with
+     training_record.json
 
 A batch at step s is drawn from a generator seeded by (seed, s), so a resumed run sees the same
 batches as an uninterrupted one. Same code on a laptop CPU (threads=1) and a GPU (device=cuda).
@@ -36,15 +39,23 @@ from tqdm.auto import tqdm
 
 from ...config import load_dataclass
 from ...store import atomic_write_text
-from ...training import LoopConfig, Trainer, batch_generator, latest_checkpoint, load_optimizer, save_optimizer
+from ...training import (
+    LoopConfig,
+    Trainer,
+    batch_generator,
+    latest_checkpoint,
+    load_optimizer,
+    load_weights,
+    save_optimizer,
+)
 from . import data
 from .model import (
     MiniModelSpec,
     assemble_pipeline,
     build_schedulers,
+    build_denoiser,
     build_text_encoder,
     build_tokenizer,
-    build_unet,
     build_vae,
     count_parameters,
 )
@@ -78,6 +89,7 @@ class TrainConfig:
     unnamed_background: str = "default"  # data.UNNAMED: what a spatial caption naming no background shows
     init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
     #                               kept as is, its UNet and text encoder start the UNet stage
+    vae_from: str | None = None  # a pipeline folder whose trained VAE (and latent scale) this run uses as is
     init_from_config: str | None = None  # the training config that writes init_from: run first when
     #                                      init_from is missing, so the last stage's config runs them all
     weight_decay: float = 0.01  # AdamW, UNet stage
@@ -127,11 +139,12 @@ def _device(name: str) -> torch.device:
 
 
 def _spec(cfg: TrainConfig) -> MiniModelSpec:
-    base = MiniModelSpec.tiny() if cfg.tiny else MiniModelSpec()
+    arch = cfg.spec.get("architecture", "unet")
+    base = MiniModelSpec.tiny(arch) if cfg.tiny else MiniModelSpec(architecture=arch)
     unknown = set(cfg.spec) - set(asdict(base))
     if unknown:
         raise ValueError(f"unknown model spec key(s) {sorted(unknown)}: valid are {sorted(asdict(base))}")
-    return MiniModelSpec(**{**asdict(base), **cfg.spec})
+    return MiniModelSpec(**{**asdict(base), **cfg.spec}).check()
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -176,10 +189,11 @@ def train_vae(cfg: TrainConfig, spec: MiniModelSpec, images: np.ndarray, dev: to
 
 
 def _adopt_vae(cfg: TrainConfig) -> None:
-    """Copy the VAE of `init_from` into work_dir/vae, marked as trained to `vae_steps`."""
-    src = Path(cfg.init_from) / "vae"
+    """Copy the VAE of `vae_from` (else `init_from`) into work_dir/vae, marked as trained to `vae_steps`."""
+    key = "vae_from" if cfg.vae_from else "init_from"
+    src = Path(getattr(cfg, key)) / "vae"
     if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"init_from {cfg.init_from!r} has no vae/ folder with config.json")
+        raise FileNotFoundError(f"{key} {getattr(cfg, key)!r} has no vae/ folder with config.json")
     shutil.copytree(src, Path(cfg.work_dir) / "vae")
     atomic_write_text(Path(cfg.work_dir) / "vae" / "train_state.json", json.dumps({"step": cfg.vae_steps}))
 
@@ -208,8 +222,8 @@ def encode_latents(cfg: TrainConfig, vae, images: np.ndarray, dev: torch.device)
 
 def set_latent_scale(cfg: TrainConfig, vae, latents: torch.Tensor | None = None) -> None:
     """scaling_factor = 1 / std of the scenes' latents (read from the cache when not given); a run
-    continued from `init_from` keeps the scale its UNet was trained at."""
-    if cfg.init_from:
+    continued from `init_from` keeps the scale its UNet was trained at, one using `vae_from` that VAE's."""
+    if cfg.init_from or cfg.vae_from:
         return
     if latents is None:
         from safetensors.torch import load_file
@@ -244,7 +258,7 @@ def train(cfg: TrainConfig) -> Path:
                            workers=cfg.threads)  # one process per training thread
     images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
     # 2.-3. autoencoder and latents
-    if cfg.init_from and not (work / "vae" / "config.json").is_file():
+    if (cfg.init_from or cfg.vae_from) and not (work / "vae" / "config.json").is_file():
         _adopt_vae(cfg)
     vae = train_vae(cfg, spec, images, dev)
     latents = encode_latents(cfg, vae, images, dev) * vae.config.scaling_factor
@@ -256,24 +270,27 @@ def train(cfg: TrainConfig) -> Path:
     labels = torch.from_numpy(data.caption_labels(captions))
     is_spatial = labels[:, 0] > 0
     weights = torch.where(is_spatial, cfg.spatial_weight, 1.0).double()
+    if spec.architecture == "pixart" and cfg.caption_loss > 0:
+        raise ValueError("caption_loss needs the text encoder's pooled state, which the pixart architecture's "
+                         "T5 encoder has not: set caption_loss: 0")
     torch.manual_seed(cfg.seed)
-    text_encoder, unet = build_text_encoder(spec, tokenizer).to(dev), build_unet(spec).to(dev)
+    net = spec.denoiser
+    text_encoder, unet = build_text_encoder(spec, tokenizer).to(dev), build_denoiser(spec).to(dev)
     probe = CaptionProbe(spec.text_dim, scale=cfg.probe_scale).to(dev)
     if cfg.init_from:  # warm start; a checkpoint of this run, if any, still wins below
-        from safetensors.torch import load_file
-
-        for module, part in ((unet, "unet"), (text_encoder, "text_encoder")):
-            module.load_state_dict(load_file(str(next((Path(cfg.init_from) / part).glob("*.safetensors")))))
+        for module, part in ((unet, net), (text_encoder, "text_encoder")):
+            load_weights(module, next((Path(cfg.init_from) / part).glob("*.safetensors")))
     noise_sched, _ = build_schedulers(spec)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     if cfg.caption_loss > 0:
         params += list(probe.parameters())
-    loop = Trainer({"unet": unet, "text_encoder": text_encoder, "caption_probe": probe},
-                   ema=["unet", "text_encoder"], params=params, cfg=cfg.loop(), work_dir=work,
+    loop = Trainer({net: unet, "text_encoder": text_encoder, "caption_probe": probe},
+                   ema=[net, "text_encoder"], params=params, cfg=cfg.loop(), work_dir=work,
                    device=dev)
     loop.resume()
-    log.info("unet %.2fM, text encoder %.2fM parameters", count_parameters(unet) / 1e6,
+    log.info("%s %.2fM, text encoder %.2fM parameters", net, count_parameters(unet) / 1e6,
              count_parameters(text_encoder) / 1e6)
+    pad_id = tokenizer.pad_token_id
 
     def loss_fn(step: int, g: torch.Generator, m: dict) -> tuple[torch.Tensor, dict]:
         """v-prediction (or epsilon) loss on a batch drawn from `g`, plus the caption probe's."""
@@ -287,8 +304,15 @@ def train(cfg: TrainConfig) -> Path:
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t) if spec.prediction_type == "v_prediction" else noise
-        hidden, pooled = m["text_encoder"](ids.to(dev))[:2]
-        pred = m["unet"](zt, t, hidden).sample
+        ids = ids.to(dev)
+        if net == "transformer":  # as PixArtAlphaPipeline: padding masked in the encoder and cross-attention
+            mask = (ids != pad_id).long()
+            hidden = m["text_encoder"](ids, attention_mask=mask)[0]
+            pred = m[net](zt, encoder_hidden_states=hidden, timestep=t, encoder_attention_mask=mask,
+                          added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        else:
+            hidden, pooled = m["text_encoder"](ids)[:2]
+            pred = m[net](zt, t, hidden).sample
         loss = mse = F.mse_loss(pred.float(), target.float())
         metrics = {"loss": mse.item()}
         if cfg.caption_loss > 0:
@@ -297,7 +321,7 @@ def train(cfg: TrainConfig) -> Path:
             loss = loss + cfg.caption_loss * aux
         return loss, metrics
 
-    history = loop.run(loss_fn, desc="unet")
+    history = loop.run(loss_fn, desc=net)
     # 5. export EMA weights
     loop.use_ema()
     return export(cfg, spec, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
@@ -317,7 +341,7 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, histo
     pipe.save_pretrained(tmp, safe_serialization=True)
     record = {"config": asdict(cfg), "spec": asdict(spec), "steps": cfg.steps,
               "images_seen": cfg.steps * cfg.batch, "vae_images_seen": cfg.vae_steps * cfg.vae_batch,
-              "parameters": {"unet": count_parameters(unet), "text_encoder": count_parameters(text_encoder),
+              "parameters": {spec.denoiser: count_parameters(unet), "text_encoder": count_parameters(text_encoder),
                              "vae": count_parameters(vae)},
               "wall_seconds_this_session": round(seconds, 1), "torch": torch.__version__,
               "threads": cfg.threads, "device": str(_device(cfg.device)),
@@ -345,8 +369,8 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) ->
     if ck is None or not (ck / "state.json").is_file():
         raise FileNotFoundError(f"no checkpoint to export in {work / 'checkpoints'}")
     tokenizer = build_tokenizer(spec)
-    text_encoder, unet = build_text_encoder(spec, tokenizer), build_unet(spec)
-    for module, name in ((unet, "ema_unet"), (text_encoder, "ema_text_encoder")):
+    text_encoder, unet = build_text_encoder(spec, tokenizer), build_denoiser(spec)
+    for module, name in ((unet, f"ema_{spec.denoiser}"), (text_encoder, "ema_text_encoder")):
         shadow = load_file(str(ck / f"{name}.safetensors"))
         for i, p in enumerate(module.parameters()):
             p.data.copy_(shadow[str(i)])
