@@ -112,3 +112,82 @@ def test_imagefolder_round_trip(tmp_path):
     assert len(meta) == 3 and all(m["file_name"].endswith(".png") for m in meta)
     s = D.summary(table).set_index("category")
     assert s.loc["all"].tolist() == [1, 2, 1]
+
+
+# ---------------------------------------------------------------------------- kill -9 while building
+KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from test_dataset import _build
+_build(sys.argv[1])
+"""
+
+
+def _build(run_dir):
+    """Build one dataset on the tiny random SD (top seeds 7, 3, 11 for every category) with the exact judge."""
+    from compseed_lib import pipelines
+    from compseed_lib.config import load_config
+
+    cfg = load_config("configs/smoke.yaml", ["generate.batch_size=1"])
+    ps = P.load("miniworld", "train", kinds=("count",), limit=3) + \
+        P.load("miniworld", "train", kinds=("spatial",), limit=3)
+    top = pd.DataFrame([dict(category=c, seed=s, rank=r) for c in sorted({p.category for p in ps})
+                        for r, s in enumerate((7, 3, 11), start=1)])
+    pipe, info = pipelines.load_pipeline(cfg.model)
+    return D.build_dataset(Run(run_dir), pipe, info, ps, D.dataset_jobs(ps, top), cfg, progress=False)
+
+
+def _progress(run_dir) -> int:
+    """Images written plus judgements recorded so far (0 before the ledger exists)."""
+    ledger = run_dir / "ledger.sqlite"
+    n_png = len(list((run_dir / "images").rglob("*.png"))) if (run_dir / "images").is_dir() else 0
+    if not ledger.is_file():
+        return n_png
+    return n_png + int(Run(run_dir).ledger.query("SELECT COUNT(*) AS n FROM judgements")["n"].iloc[0])
+
+
+@pytest.mark.slow
+def test_kill_9_during_generation_and_judging_then_the_same_dataset(tmp_path, cache, monkeypatch):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    killed_dir = tmp_path / "killed"
+    env = {**os.environ, "COMPSEED_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    rng, seen, kills = random.Random(1), 0, 0
+    for _ in range(5):  # each round: wait until it has made progress, then kill at a random moment
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed_dir), str(repo / "tests")], cwd=repo,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _progress(killed_dir) <= seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.2))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
+        seen = _progress(killed_dir)
+    assert kills >= 3
+    resumed, clean = _build(killed_dir), _build(tmp_path / "clean")
+    cols = ["prompt_id", "seed", "sha256", "judged", "status", "text"]
+    key = ["prompt_id", "seed"]
+    assert resumed[cols].sort_values(key).reset_index(drop=True).equals(
+        clean[cols].sort_values(key).reset_index(drop=True))
+    assert len(resumed) == 18 and resumed["sha256"].notna().all()
+    # the ledgers hold the same rows: nothing lost, nothing judged twice under another key
+    rows = lambda d, t, c: sorted(map(tuple, Run(d).ledger.query(f"SELECT {c} FROM {t}").values.tolist()))  # noqa: E731
+    assert rows(killed_dir, "images", "stage, prompt_id, seed, sha256") == \
+        rows(tmp_path / "clean", "images", "stage, prompt_id, seed, sha256")
+    assert rows(killed_dir, "judgements", "stage, prompt_id, seed, question, image_sha256, parsed_answer") == \
+        rows(tmp_path / "clean", "judgements", "stage, prompt_id, seed, question, image_sha256, parsed_answer")
+    assert not [p for p in killed_dir.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]

@@ -160,3 +160,66 @@ def test_finetune_of_a_pixart_transformer_by_block_index(tmp_path, cache, method
     assert changed and all(k.startswith("transformer_blocks.1.") and (".to_q." in k or ".to_k." in k)
                            for k in changed)
     assert not any(k.startswith("transformer_blocks.0.") for k in changed)
+
+
+KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from compseed_lib import finetune as F
+from test_finetune import KILL_CFG
+from compseed_lib.config import FinetuneConfig
+F.train("tiny-sd", sys.argv[1], FinetuneConfig(**KILL_CFG), Path(sys.argv[2]) / "work", Path(sys.argv[2]) / "out",
+        "cpu", False)
+"""
+KILL_CFG = dict(method="qk", steps=60, batch=8, lr=1e-2, warmup=1, checkpoint_every=3)
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_path, cache):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from compseed_lib.config import FinetuneConfig
+    from compseed_lib.training import latest_checkpoint
+
+    data = _tiny_dataset(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "COMPSEED_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    ck_dir = tmp_path / "killed" / "work" / "checkpoints"
+    rng, reached, kills = random.Random(2), 0, 0
+    for _ in range(3):  # each round: wait for a newer checkpoint, then kill at a random moment (mid-step or mid-save)
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(data), str(tmp_path / "killed"),
+                                 str(repo / "tests")], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            latest = latest_checkpoint(ck_dir)
+            if latest is not None and int(latest.name.split("_")[1]) > reached:
+                reached = int(latest.name.split("_")[1])
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.1))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
+    assert kills >= 2 and not (tmp_path / "killed" / "out").exists()
+    resumed = F.train("tiny-sd", data, FinetuneConfig(**KILL_CFG), tmp_path / "killed" / "work",
+                      tmp_path / "killed" / "out", "cpu", False)
+    whole = F.train("tiny-sd", data, FinetuneConfig(**KILL_CFG), tmp_path / "w", tmp_path / "o", "cpu", False)
+    x, y = load_file(str(whole / F.DELTA_FILE)), load_file(str(resumed / F.DELTA_FILE))
+    # the bound of test_finetune_resumes_to_the_same_weights (CPU kernels may sum in another order)
+    assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], rtol=0, atol=1e-5) for k in x)
+    assert not list(ck_dir.glob(".tmp*"))
