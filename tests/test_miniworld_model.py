@@ -324,6 +324,11 @@ def test_pixart_architecture_trains_with_the_same_trainer_and_loads_as_pixart(ti
     df = generate(Run(tmp_path / "run"), "base", p, info, make_jobs(P.load("miniworld", "train", limit=2), [0, 1]),
                   GenerateConfig(steps=2, batch_size=4), progress=False)
     assert len(df) == 8 and set(df["sampler"]) == {"DDIMScheduler"}
+    from compseed_lib.miniworld.generator.card import write_card
+
+    card = write_card(out).read_text()
+    assert "PixArtTransformer2DModel" in card and "T5EncoderModel" in card and "miniworld_pixart.yaml" in card
+    assert "UNet2DConditionModel" not in card and f"that of `{sd_out}`, unchanged" in card
     with pytest.raises(ValueError, match="caption_loss"):
         train(load_dataclass(TrainConfig, REPO / "configs/train/miniworld_tiny.yaml", sets[:-2] + ["caption_loss=0.1"]
                              + [f"work_dir={tmp_path / 'w2'}", "spec={architecture: pixart}"]))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
+def loss_figure(histories: list[tuple[list, int]], path: Path, net: str = "UNet") -> None:
     """Training loss (running mean per log interval) against step; one line per (history, first step)."""
     from matplotlib.figure import Figure  # no pyplot: no backend chosen for the whole process
 
@@ -29,7 +29,7 @@ def loss_figure(histories: list[tuple[list, int]], path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("v-prediction MSE")
     ax.set_yscale("log")
-    ax.set_title("mini-world UNet + text encoder training loss")
+    ax.set_title(f"mini-world {net} + text encoder training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -71,23 +71,41 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         stages.insert(0, r)
         r = r.get("init_from_record")
     offsets = [sum(x["steps"] for x in stages[:i]) for i in range(len(stages))]
-    loss_figure([(x["loss_history"], o) for x, o in zip(stages, offsets)], model_dir / "loss_curve.png")
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
+    pixart = spec.get("architecture", "unet") == "pixart"
+    configs = (["configs/train/miniworld_pixart.yaml"] if pixart else
+               ["configs/train/miniworld.yaml"] + [f"configs/train/miniworld_stage{i}.yaml"
+                                                   for i in range(2, len(stages) + 1)])
+    latent = f"{spec['image_size'] // 2 ** (len(spec['vae_channels']) - 1)}² × {spec['latent_channels']}"
+    vae_line = (f"- AutoencoderKL {spec['vae_channels']}: {spec['image_size']} px RGB ↔ {latent} latents "
+                f"({p['vae'] / 1e6:.2f} M parameters" + (f", taken as trained from `{cfg['vae_from']}`)"
+                                                        if cfg.get("vae_from") else ")"))
+    if pixart:
+        arch = [vae_line,
+                f"- PixArtTransformer2DModel: {spec['dit_layers']} DiT blocks × {spec['dit_heads'] * spec['dit_head_dim']} "
+                f"wide ({spec['dit_heads']} heads), {spec['patch_size']}×{spec['patch_size']} latent patches, "
+                f"cross-attention to the text states, timestep through adaLN-single ({p['transformer'] / 1e6:.2f} M)",
+                f"- T5EncoderModel, {spec['text_layers']} layers × {spec['text_dim']} wide (relative position "
+                f"buckets, gated-GELU), word-level tokenizer ending each prompt with EOS "
+                f"({p['text_encoder'] / 1e6:.2f} M)"]
+    else:
+        arch = [vae_line,
+                f"- UNet2DConditionModel {spec['unet_channels']}, SD block layout (cross-attention in down_blocks.0–2, "
+                f"mid_block, up_blocks.1–3), pooled text added to the time embedding ({p['unet'] / 1e6:.2f} M)",
+                f"- CLIPTextModel, {spec['text_layers']} layers × {spec['text_dim']} wide, word-level tokenizer "
+                f"({p['text_encoder'] / 1e6:.2f} M)"]
+    loss_figure([(x["loss_history"], o) for x, o in zip(stages, offsets)], model_dir / "loss_curve.png",
+                "PixArt transformer" if pixart else "UNet")
     text = [
-        "# mini-world generator", "",
-        "Stable Diffusion in miniature, trained from scratch on rendered mini-world scenes by "
-        "`compseed train-miniworld configs/train/miniworld.yaml`"
-        + "".join(f", then `configs/train/miniworld_stage{i}.yaml`" for i in range(2, len(stages) + 1))
+        f"# mini-world generator ({'PixArt-alpha' if pixart else 'Stable Diffusion'} in miniature)", "",
+        ("PixArt-alpha" if pixart else "Stable Diffusion") + " in miniature, trained from scratch on rendered "
+        f"mini-world scenes by `compseed train-miniworld {configs[0]}`"
+        + "".join(f", then `{c}`" for c in configs[1:])
         + ". Loads with "
-        "`StableDiffusionPipeline.from_pretrained(\"models/miniworld\")`.", "",
+        f"`{'PixArtAlphaPipeline' if pixart else 'StableDiffusionPipeline'}.from_pretrained(\"models/{model_dir.name}\")`"
+        f" or `model.pipeline: {model_dir.name}`.", "",
         "## Architecture", "",
-        f"- AutoencoderKL {spec['vae_channels']}: {spec['image_size']} px RGB ↔ "
-        f"{spec['image_size'] // 2 ** (len(spec['vae_channels']) - 1)}² × {spec['latent_channels']} latents "
-        f"({p['vae'] / 1e6:.2f} M parameters)",
-        f"- UNet2DConditionModel {spec['unet_channels']}, SD block layout (cross-attention in down_blocks.0–2, "
-        f"mid_block, up_blocks.1–3), pooled text added to the time embedding ({p['unet'] / 1e6:.2f} M)",
-        f"- CLIPTextModel, {spec['text_layers']} layers × {spec['text_dim']} wide, word-level tokenizer "
-        f"({p['text_encoder'] / 1e6:.2f} M)",
+        *arch,
         f"- {spec['prediction_type']}, zero-terminal-SNR = {spec['zero_terminal_snr']}; DDIM sampler "
         "(trailing spacing)",
         f"- weights: {size_mb:.1f} MB of safetensors", "",
@@ -95,9 +113,11 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"- {cfg['n_scenes']:,} rendered scenes (half counting captions, counts one–six; half spatial "
         "captions, a background named half the time; what an unnamed one shows is given per stage), all 8 "
         "object kinds and 6 backgrounds",
-        f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images",
+        (f"- VAE: that of `{cfg['vae_from']}`, unchanged" if cfg.get("vae_from") else
+         f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images"),
         *[_stage_line(i, r) for i, r in enumerate(stages, 1)],
-        f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the UNet and text encoder, "
+        f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the "
+        f"{'transformer' if pixart else 'UNet'} and text encoder, "
         f"{sum(r['loss_history'][-1][2] for r in stages) / 3600:.2f} h of training (from the loss records)",
         "", "![loss](loss_curve.png)", ""]
     if eval_dir and Path(eval_dir).is_dir():
@@ -108,8 +128,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  f"prompts (8 objects × counts 2–6, both "
                  f"splits) and 40 spatial prompts (10 object pairs × 4 relations), {int(s['steps'])} DDIM steps, "
                  f"guidance {s['guidance']}. Command: `compseed evaluate-model "
-                 f"models/miniworld --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
-                 f"--out reports/miniworld_eval`.", "",
+                 f"models/{model_dir.name} --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
+                 f"--out reports/{model_dir.name}_eval`.", "",
                  _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "seed_offset", "steps", "guidance"],
                                                            errors="ignore")), "",
                  "sensitivity_ratio: mean per-pixel |difference| between \"A on the left of B\" and \"A on the "

@@ -5,7 +5,8 @@ Outputs: a dict of DataFrames over `eval_prompts()` (8 objects x counts 2-6, 10 
 relations) under held-out seeds —
   counting   per asked count: kind present, background right, count exact (counts 2..6)
   histogram  judged count per asked count
-  spatial    per relation: both objects present, background-free relation accuracy given both present
+  spatial    per relation: both objects present, relation right given both present, and accuracy
+             (both present and the relation right: what the chain's judge scores)
   sensitivity  same-seed pixel distance "A left B" vs "A right B" against different-seed distance
   text_separation  (main only) text-encoder distance between captions that differ in one word
 and `summary`, the issue's acceptance numbers in one row.
@@ -32,7 +33,7 @@ from ... import prompts as P
 from ...config import GenerateConfig, JudgeConfig, ModelConfig
 from ...generate import generate, make_jobs
 from ...judge import judge_stage
-from ...pipelines import load_pipeline
+from ...pipelines import encode_text, load_pipeline
 from ...store import Run, sha256_file
 from ..judge import judge_scene
 from .data import objects_and_backgrounds
@@ -114,9 +115,10 @@ def evaluate(model: str | Path, n_seeds: int = 64, steps: int = 20, guidance: fl
                                         background_ok=("background_ok", "mean"),
                                         count_exact=("correct", "mean")).reset_index()
     histogram = pd.crosstab(cnt["asked"], cnt["judged"].clip(upper=9))
+    spa = spa.assign(accurate=spa["correct"].eq(True))  # both objects drawn and the relation right
     spatial = spa.groupby("relation").agg(images=("prompt", "size"), both_present=("both_present", "mean"),
-                                          correct_given_both=("correct", lambda c: c.dropna().mean())
-                                          ).reset_index()
+                                          correct_given_both=("correct", lambda c: c.dropna().mean()),
+                                          accuracy=("accurate", "mean")).reset_index()
     sens = relation_sensitivity(by_key, spatial_ps, seeds)
     in_range = cnt[cnt.asked.between(2, 5)]
     summary = pd.DataFrame([{
@@ -124,7 +126,7 @@ def evaluate(model: str | Path, n_seeds: int = 64, steps: int = 20, guidance: fl
         "kind_present": df["present"].mean(), "background_ok": cnt["background_ok"].mean(),
         "count_2_5_exact": in_range["correct"].mean(),
         "relation_correct_given_both": spa["correct"].dropna().astype(float).mean(),
-        "both_present": spa["both_present"].mean(),
+        "both_present": spa["both_present"].mean(), "spatial_accuracy": spa["accurate"].mean(),
         "left_right_same_seed_dist": sens["same_seed"], "different_seed_dist": sens["different_seed"],
         "sensitivity_ratio": sens["same_seed"] / max(sens["different_seed"], 1e-9)}])
     return {"summary": summary, "counting": counting, "histogram": histogram.reset_index(),
@@ -151,7 +153,7 @@ def relation_sensitivity(by_key: dict, spatial_ps: list, seeds: list[int]) -> di
 
 def text_separation(pipe) -> pd.DataFrame:
     """How far apart the text encoder keeps captions that differ in one word (mean L2 distance of the
-    hidden states the UNet attends to, over token positions), per word class. A class near zero is
+    hidden states the denoiser attends to, over token positions), per word class. A class near zero is
     a word the generator cannot see: stage 1 of the shipped model had relation words at ~0.3."""
     objs, bgs = objects_and_backgrounds()
     rel = P.RELATION_TEXT
@@ -171,9 +173,7 @@ def text_separation(pipe) -> pd.DataFrame:
     with torch.inference_mode():
         for name, ps in pairs.items():
             texts = [t for pair in ps for t in pair]
-            ids = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(pipe.device)
-            h = pipe.text_encoder(ids)[0].float()
+            h = encode_text(pipe, texts, pipe.device)[0].float()
             d = (h[0::2] - h[1::2]).norm(dim=-1).mean(dim=1)
             rows.append({"differs_in": name, "pairs": len(ps), "distance": float(d.mean()),
                          "state_norm": float(h.norm(dim=-1).mean())})
