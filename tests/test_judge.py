@@ -5,6 +5,9 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
@@ -15,6 +18,7 @@ from compseed_lib import prompts as P
 from compseed_lib.config import JudgeConfig
 from compseed_lib.judge import client as judge_client
 from compseed_lib.judge.client import png_bytes, run_sync
+from compseed_lib.judge.server import FAULTS
 from compseed_lib.store import Run, atomic_write_bytes, sha256_bytes
 
 # ---------------------------------------------------------------------------- parsing
@@ -148,16 +152,16 @@ def test_ask_helper_works_with_and_without_a_running_loop(endpoint):
     assert judge.parse_count(asyncio.run(inside_a_loop())) == 4
 
 
-def _make_run(tmp_path, stage="base"):
-    """A tiny run by hand: 2 count + 2 spatial prompts x 2 seeds, rendered exactly."""
+def _make_run(tmp_path, stage="base", n_prompts=2, seeds=(0, 1), name="run"):
+    """A tiny run by hand: n count + n spatial prompts x seeds, rendered exactly."""
     from compseed_lib.miniworld import render_count, render_relation
 
-    ps = P.load("miniworld", "train", kinds=("count",), limit=2) + \
-        P.load("miniworld", "train", kinds=("spatial",), limit=2)
-    run = Run(tmp_path / "run")
+    ps = P.load("miniworld", "train", kinds=("count",), limit=n_prompts) + \
+        P.load("miniworld", "train", kinds=("spatial",), limit=n_prompts)
+    run = Run(tmp_path / name)
     rows = []
     for p in ps:
-        for seed in (0, 1):
+        for seed in seeds:
             scene = render_count(p.obj.name, p.count, p.background, seed=seed) if p.kind == "count" else \
                 render_relation(p.obj.name, p.relation, p.obj_b.name, "on the sand", seed=seed)
             data = png_bytes(scene.image)
@@ -366,3 +370,86 @@ def test_backend_answers_without_http_and_unknown_backend_is_named():
     assert judge_backend.answer("What colour is the sky?", img).startswith("I cannot answer")
     with pytest.raises(ValueError, match="unknown judge backend 'gpt-9'"):
         make_backend("gpt-9")
+
+
+# ---------------------------------------------------------------------------- fault mode
+@pytest.fixture
+def faulty_server(tmp_path):
+    """The judge server with 30% of chat requests faulted (every kind), started as a subprocess."""
+    import subprocess
+    import sys
+
+    from compseed_lib.judge.registry import _wait_ready
+
+    port_file, err = tmp_path / "port", tmp_path / "server.log"
+    with open(err, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "compseed_lib.judge.server", "--port", "0", "--port-file",
+                                 str(port_file), "--fault-rate", "0.3", "--fault-seed", "3", "--fault-delay", "0.5",
+                                 "--retry-after", "0"], stdout=log_file, stderr=log_file)
+    try:
+        yield _wait_ready(proc, port_file, err, 30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_stage_against_30_percent_faults_records_only_true_answers_and_a_rerun_fills_in(
+        tmp_path, endpoint, faulty_server, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(judge_client, "BACKOFF_BASE", 0.01)
+    clean_run, ps = _make_run(tmp_path, n_prompts=6, seeds=(0, 1, 2), name="clean")
+    clean = judge.judge_stage(clean_run, "base", ps, JudgeConfig(base_url=endpoint[0]), progress=False)
+    run, _ = _make_run(tmp_path, n_prompts=6, seeds=(0, 1, 2), name="faulty")
+    cfg = JudgeConfig(base_url=faulty_server, timeout=0.25, concurrency=4)
+    key = ["prompt_id", "seed"]
+    cols = key + ["raw_answer", "parsed_answer", "correct"]
+
+    def same_as_clean(df):
+        merged = df[cols].merge(clean[cols], on=key, suffixes=("", "_clean"))
+        assert len(merged) == len(df)
+        for c in cols[2:]:
+            assert (merged[c].astype(str) == merged[f"{c}_clean"].astype(str)).all(), c
+
+    with caplog.at_level(logging.INFO, logger="compseed_lib.judge.stage"):
+        first = judge.judge_stage(run, "base", ps, replace(cfg, max_retries=0), progress=False)  # no retries
+    assert 0 < len(first) < len(clean) == 36  # some requests failed, and nothing was recorded for them
+    same_as_clean(first)
+    summary = [r.getMessage() for r in caplog.records if "failed after retries" in r.getMessage()][-1]
+    assert f"{len(first)} answered, 0 unknown" in summary and f"{len(clean) - len(first)} failed" in summary
+    for _ in range(5):  # reruns with retries fill in what failed
+        done = judge.judge_stage(run, "base", ps, replace(cfg, max_retries=6), progress=False)
+        if len(done) == len(clean):
+            break
+    same_as_clean(done)
+    with urllib.request.urlopen(faulty_server.removesuffix("/v1") + "/stats", timeout=5) as r:
+        injected = json.loads(r.read())["faults"]
+    assert set(injected) == set(FAULTS)  # every kind of fault was met and survived
+
+
+def test_a_server_bound_beyond_loopback_requires_its_token(monkeypatch):
+    from compseed_lib.judge.server import TOKEN_ENV, make_server
+
+    with pytest.raises(ValueError, match=f"without a token: set the environment variable {TOKEN_ENV}"):
+        make_server("0.0.0.0", 0, allow_remote=True)
+    httpd = make_server("0.0.0.0", 0, allow_remote=True, token="s3cret-token")
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    try:
+        with pytest.raises(judge.JudgeUnavailable, match="rejected the API key"):
+            _check(url, "wrong")
+        _check(url, "s3cret-token")  # the token travels as the API key
+        req = urllib.request.Request(url + "/models")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(req, timeout=5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _check(url, key):
+    async def go():
+        async with judge.JudgeClient(url, "miniworld-exact", key, JudgeConfig(base_url=url)) as jc:
+            await jc.check()
+
+    run_sync(go())

@@ -5,8 +5,12 @@ Outputs: raw answer text per (image, question); parsing is `parse.py`, ledger ro
 
 Each request is one user message (question text + the PNG as a data URL), temperature 0, asking for
 JSON {"answer": "..."} through a strict json_schema response_format; a server that rejects
-response_format gets free text for the rest of the session. Timeouts, connection errors, 429 and 5xx
-are retried with exponential backoff and jitter, then `JudgeUnavailable` names base_url and model.
+response_format gets free text for the rest of the session. Timeouts, connection errors, 429 (after its
+Retry-After), 5xx and malformed replies (a body that is not JSON, JSON that breaks the answer schema, an
+empty answer, a refusal) are retried with exponential backoff and jitter, at most `max_retries` times;
+then `JudgeFailed` (that request only: the stage records nothing for it, a rerun asks again) or, when
+the server cannot be reached at all, `JudgeUnavailable`, both naming base_url and model. A malformed
+reply is never turned into an answer.
 
 Usage:
     async with JudgeClient(base_url, model, key, cfg.judge) as jc:
@@ -19,6 +23,7 @@ import asyncio
 import base64
 import concurrent.futures
 import io
+import json
 import logging
 import random
 from urllib.parse import urlparse
@@ -45,6 +50,37 @@ class JudgeError(RuntimeError):
 
 class JudgeUnavailable(JudgeError):
     """The judge server is down, unreachable, or kept failing after all retries."""
+
+
+class JudgeFailed(JudgeUnavailable):
+    """One request kept failing (timeouts, 429, 5xx, malformed replies) after all its retries."""
+
+
+class _Malformed(Exception):
+    """A reply that is not an answer: nothing is recorded from it."""
+
+
+def answer_content(resp, structured: bool) -> str:
+    """The answer text of a chat completion, or _Malformed naming what is wrong with it: no choices, a
+    refusal, an empty answer, or (when the JSON schema was asked for) JSON content that is not
+    {"answer": str}."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise _Malformed("no choices in the reply")
+    msg = getattr(choices[0], "message", None)
+    content = getattr(msg, "content", None)
+    if getattr(msg, "refusal", None):
+        raise _Malformed(f"refusal: {msg.refusal!r}")
+    if not isinstance(content, str) or not content.strip():
+        raise _Malformed("empty answer")
+    if structured and content.lstrip().startswith(("{", "[")):  # plain text from a server that ignored
+        try:                                                     # response_format is still an answer
+            obj = json.loads(content)
+        except ValueError:
+            raise _Malformed(f"answer is broken JSON: {content[:80]!r}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("answer"), str):
+            raise _Malformed(f"answer breaks the schema {{'answer': string}}: {content[:80]!r}")
+    return content
 
 
 def _cause(e: BaseException) -> str:
@@ -85,6 +121,7 @@ class JudgeClient:
         self.semaphore = asyncio.Semaphore(cfg.concurrency)
         self.structured = True  # False once the server rejected response_format
         self.sent = 0  # requests sent, retries included
+        self.retried: dict[str, int] = {}  # retries by cause
 
     async def __aenter__(self) -> JudgeClient:
         return self
@@ -151,19 +188,10 @@ class JudgeClient:
                                         "for the rest of this session", self._where())
                         continue
                     raise JudgeError(f"{self._where()} rejected a request (400): {e}") from None
-                except _RETRYABLE as e:
-                    if attempt >= self.max_retries:
-                        refused = isinstance(e, openai.APIConnectionError) and \
-                            not isinstance(e, openai.APITimeoutError)
-                        if refused:
-                            raise self._unreachable(e) from None
-                        raise JudgeUnavailable(f"{self._where()} kept failing after {attempt + 1} attempts "
-                                               f"(last: {type(e).__name__}: {_cause(e)})") from None
-                    delay = self._backoff(attempt, e)
+                except (*_RETRYABLE, openai.APIResponseValidationError, ValueError) as e:
+                    # ValueError: a body that is not JSON at all (a truncated reply)
+                    await self._retry_or_fail(attempt, e)
                     attempt += 1
-                    log.debug("%s: %s; retry %d/%d in %.2f s", self.base_url, type(e).__name__, attempt,
-                              self.max_retries, delay)
-                    await asyncio.sleep(delay)
                     continue
                 except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
                     raise self._key_rejected(e) from None
@@ -172,10 +200,25 @@ class JudgeClient:
                         from None
                 except openai.APIStatusError as e:
                     raise JudgeError(f"{self._where()} answered {e.status_code}: {e}") from None
-                if not resp.choices:
-                    raise JudgeError(f"{self._where()} returned no choices")
-                msg = resp.choices[0].message
-                return msg.content if msg.content is not None else (getattr(msg, "refusal", None) or "")
+                try:
+                    return answer_content(resp, structured)
+                except _Malformed as e:
+                    await self._retry_or_fail(attempt, e)
+                    attempt += 1
+
+    async def _retry_or_fail(self, attempt: int, e: BaseException) -> None:
+        """Wait before retry `attempt` + 1, or raise once the retries are spent: JudgeUnavailable when the
+        server refused the connection, JudgeFailed (this request only) otherwise."""
+        cause = "malformed reply" if isinstance(e, _Malformed) else type(e).__name__
+        if attempt >= self.max_retries:
+            if isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
+                raise self._unreachable(e) from None
+            raise JudgeFailed(f"{self._where()} kept failing after {attempt + 1} attempts "
+                              f"(last: {cause}: {_cause(e)[:200]})") from None
+        self.retried[cause] = self.retried.get(cause, 0) + 1
+        delay = self._backoff(attempt, e)
+        log.debug("%s: %s; retry %d/%d in %.2f s", self.base_url, cause, attempt + 1, self.max_retries, delay)
+        await asyncio.sleep(delay)
 
 
 def ask(image, question: str, cfg: JudgeConfig | None = None) -> str:

@@ -5,11 +5,16 @@ with an image: the last user message holds the question text and a data-URL imag
   GET  /v1/models             -> {"object": "list", "data": [{"id": "miniworld-exact", ...}]}
   POST /v1/chat/completions   -> a chat.completion whose content is "3" / "yes" / "no", or
                                  {"answer": "..."} as JSON when response_format asks for JSON
-  GET  /stats                 -> {"requests": n} (chat requests served; for tests)
+  GET  /stats                 -> {"requests": n, "faults": {kind: n}} (chat requests served; for tests)
 Only the standard library (ThreadingHTTPServer). Each model id is served by a backend
 (`judge/backends/`: the exact mini-world judge today) chosen by the request's `model`. Binds loopback
 only unless --allow-remote. Responses go out without Nagle's delay (TCP_NODELAY), so a kept-alive
 connection does not wait for the client's delayed ACK.
+
+Fault mode (`--fault-rate 0.3`): that share of chat requests gets one of FAULTS instead of its answer —
+a reply after `--fault-delay` seconds (a client timeout), 429 with Retry-After, 500, a truncated JSON
+body, a chat completion whose content breaks the answer schema, an empty answer, a refusal — chosen by a
+seeded generator, the kinds of `--fault-mix` in turn. For testing clients; /stats counts what was injected.
 
 Usage:
     compseed serve-judge --port 8765          # or: python -m compseed_lib.judge.server --port 0 --port-file p
@@ -38,6 +43,8 @@ from .backends import Backend, make_backend
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("miniworld-exact",)
+TOKEN_ENV = "COMPSEED_JUDGE_TOKEN"  # the token a non-loopback server requires (never on the command line)
+FAULTS = ("timeout", "429", "500", "truncated", "schema", "empty", "refusal")
 MAX_BODY = 32 * 1024 * 1024  # bytes; a 1024x1024 PNG as base64 is well under this
 
 
@@ -90,13 +97,41 @@ def split_message(body: dict) -> tuple[str, Image.Image]:
     return " ".join(texts).strip(), decode_image(urls[0])
 
 
-def completion(content: str, model: str) -> dict:
+def completion(content: str | None, model: str, refusal: str | None = None) -> dict:
     """A chat.completion response object."""
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": refusal},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+class FaultPlan:
+    """Which chat requests get a fault, and which one: `rate` of them, drawn by a generator seeded with
+    `seed`, each given the next kind of `mix` in turn (thread-safe; counts what it injected)."""
+
+    def __init__(self, rate: float = 0.0, mix: tuple[str, ...] = FAULTS, seed: int = 0, delay: float = 2.0,
+                 retry_after: float = 1.0):
+        import random
+
+        bad = [m for m in mix if m not in FAULTS]
+        if not 0 <= rate <= 1 or bad or not mix:
+            raise ValueError(f"fault rate must be in [0, 1] and the mix a non-empty subset of {FAULTS}; "
+                             f"got rate {rate!r}, unknown kinds {bad}")
+        self.rate, self.mix, self.delay, self.retry_after = rate, tuple(mix), delay, retry_after
+        self._rng, self._lock = random.Random(seed), threading.Lock()
+        self.injected: dict[str, int] = {}
+
+    def draw(self) -> str | None:
+        """The fault for the next request, or None."""
+        if not self.rate:
+            return None
+        with self._lock:
+            if self._rng.random() >= self.rate:
+                return None
+            kind = self.mix[sum(self.injected.values()) % len(self.mix)]  # in turn: every kind is met
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+            return kind
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -120,19 +155,36 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args) -> None:  # request line and status only, never headers
         log.debug("%s " + fmt, self.address_string(), *args)
 
+    def _authorised(self) -> bool:
+        """True without a token; else the request must carry it (constant-time compare); 401 otherwise."""
+        import hmac
+
+        if not self.server.token:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.server.token}".encode()):
+            return True
+        self._drain()
+        self._error(401, "missing or wrong token (send it as the API key)", "authentication_error")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._authorised():
+            return
         path = self.path.split("?", 1)[0].rstrip("/")
         if path in ("/v1/models", "/models"):
             self._send(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "compseed"} for m in self.server.backends]})
         elif path == "/stats":
-            self._send(200, {"requests": self.server.requests})
+            self._send(200, {"requests": self.server.requests, "faults": dict(self.server.faults.injected)})
         elif path in ("/health", "/v1/health"):
             self._send(200, {"status": "ok"})
         else:
             self._error(404, f"unknown path {path!r}", "not_found_error")
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._authorised():
+            return
         path = self.path.split("?", 1)[0].rstrip("/")
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._drain()
@@ -153,6 +205,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(404, f"model {model!r} not found; this server serves "
                                         f"{sorted(self.server.backends)}", "not_found_error")
             question, image = split_message(body)
+            fault = self.server.faults.draw()
+            if fault and fault != "timeout":
+                return self._fault(fault, model)
+            if fault:  # answer, but only after the client has given up
+                time.sleep(self.server.faults.delay)
             answer = self.server.backends[model].answer(question, image)
         except (BadRequest, json.JSONDecodeError) as e:
             return self._error(400, str(e))
@@ -163,6 +220,32 @@ class Handler(BaseHTTPRequestHandler):
         as_json = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
         self._send(200, completion(json.dumps({"answer": answer}) if as_json else answer, model))
 
+    def _fault(self, kind: str, model: str) -> None:
+        """Reply with fault `kind` (FAULTS) instead of an answer."""
+        if kind == "429":
+            data = json.dumps({"error": {"message": "rate limited (injected)", "type": "rate_limit_error"}})
+            self.send_response(429)
+            self.send_header("Retry-After", f"{self.server.faults.retry_after:g}")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data.encode())
+        elif kind == "500":
+            self._error(500, "judge error (injected)", "server_error")
+        elif kind == "truncated":
+            data = json.dumps(completion(json.dumps({"answer": "3"}), model)).encode()[:40]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif kind == "schema":
+            self._send(200, completion(json.dumps({"verdict": "maybe", "answer": 3}), model))
+        elif kind == "empty":
+            self._send(200, completion("", model))
+        else:  # refusal
+            self._send(200, completion(None, model, refusal="I'm sorry, I can't help with that."))
+
     def _drain(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if 0 < length <= MAX_BODY:
@@ -172,6 +255,8 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     backends: dict[str, Backend]
+    faults: FaultPlan
+    token: str | None = None
     requests = 0
     _lock = threading.Lock()
 
@@ -196,14 +281,21 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False,
-                models: tuple[str, ...] = DEFAULT_MODELS) -> ThreadingHTTPServer:
-    """A bound (not yet serving) judge server for `models`; non-loopback hosts need allow_remote=True."""
+                models: tuple[str, ...] = DEFAULT_MODELS, faults: FaultPlan | None = None,
+                token: str | None = None) -> ThreadingHTTPServer:
+    """A bound (not yet serving) judge server for `models`; non-loopback hosts need allow_remote=True and
+    a `token`, which every request must then bring as `Authorization: Bearer <token>`."""
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"refusing to bind {host!r}: the judge server listens on loopback only "
                          f"(use 127.0.0.1, or --allow-remote if you really mean to expose it)")
+    if not is_loopback(host) and not token:
+        raise ValueError(f"refusing to bind {host!r} without a token: set the environment variable "
+                         f"{TOKEN_ENV} (clients send it as their API key)")
     backends = {m: make_backend(m) for m in models}  # fail at start-up, not on a request
     httpd = (_Server6 if ":" in host else _Server)((host, port), Handler)
     httpd.backends = backends
+    httpd.faults = faults or FaultPlan()
+    httpd.token = token
     return httpd
 
 
@@ -231,12 +323,13 @@ def _exit_with(httpd, pid: int, every: float = 0.5) -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, port_file: str | Path | None = None,
-          allow_remote: bool = False, exit_with: int | None = None) -> None:
+          allow_remote: bool = False, exit_with: int | None = None, faults: FaultPlan | None = None,
+          token: str | None = None) -> None:
     """Serve until interrupted (or until process `exit_with` ends); writes the bound port to `port_file`
     once listening."""
     from ..store import atomic_write_text
 
-    httpd = make_server(host, port, allow_remote)
+    httpd = make_server(host, port, allow_remote, faults=faults, token=token)
     if exit_with:
         _exit_with(httpd, exit_with)
     bound = httpd.server_address[1]
@@ -261,12 +354,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback interface")
     p.add_argument("--exit-with", type=int, metavar="PID", help="stop when process PID ends")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="share of chat requests given a fault (testing)")
+    p.add_argument("--fault-mix", default=",".join(FAULTS), help=f"comma-separated kinds from {FAULTS}")
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--fault-delay", type=float, default=2.0, help="seconds a 'timeout' fault waits")
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a '429' fault, seconds")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request (debug)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        serve(args.host, args.port, args.port_file, args.allow_remote, args.exit_with)
+        faults = FaultPlan(args.fault_rate, tuple(k for k in args.fault_mix.split(",") if k), args.fault_seed,
+                           args.fault_delay, args.retry_after)
+        serve(args.host, args.port, args.port_file, args.allow_remote, args.exit_with, faults,
+              os.environ.get(TOKEN_ENV) or None)
     except (ValueError, OSError) as e:
         log.error("%s", e)
         return 2

@@ -24,13 +24,14 @@ from ..config import JudgeConfig
 from ..progress import bar as progress_bar
 from ..prompts import Prompt
 from ..store import CorruptImageError, Run, sha256_bytes
-from .client import JudgeClient, run_sync
+from .client import JudgeClient, JudgeFailed, JudgeUnavailable, run_sync
 from .parse import answer_text, is_correct, parse_answer
 from .registry import open_endpoint, resolve
 from .templates import question_for
 
 log = logging.getLogger(__name__)
 BATCH = 32  # judgement rows per ledger write: a killed run loses at most this many answers
+GIVE_UP_AFTER = 16  # requests failing in a row (each after its retries), no answer between: the judge is down
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,29 @@ def _pending_jobs(run: Run, stage: str, prompts: list[Prompt], model: str) -> tu
     return jobs, cache
 
 
+@dataclass
+class AskReport:
+    """What one pass of asking did: requests sent (retries included), images left unanswered after their
+    retries (nothing recorded for them: a rerun asks again), and the retries by cause."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: dict | None = None
+
+
 async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, str, str],
-                   cfg: JudgeConfig, progress: bool) -> int:
-    """Ask every job's question with `cfg.concurrency` workers; rows written every BATCH answers."""
+                   cfg: JudgeConfig, progress: bool) -> AskReport:
+    """Ask every job's question with `cfg.concurrency` workers; rows written every BATCH answers. A request
+    that fails after its retries leaves its images unjudged; GIVE_UP_AFTER such failures in a row stop the
+    stage (JudgeUnavailable), keeping every answer so far."""
     base_url, model, key = endpoint
     buffer: list[dict] = []
     groups: dict[tuple[str, str], list[_Job]] = {}  # identical images (e.g. blank ones) are asked once
     for job in jobs:
         groups.setdefault((job.sha256, job.question), []).append(job)
     queue = list(reversed(groups.values()))
+
+    failed, in_a_row = [0], [0]
 
     def flush() -> None:
         if buffer:
@@ -105,7 +120,19 @@ async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, 
                 if sha256_bytes(data) != job.sha256:
                     raise CorruptImageError(f"image file {job.path} changed while judging: its sha256 "
                                             f"differs from the ledger row")
-                raw = await jc.ask(data, job.question)
+                try:
+                    raw = await jc.ask(data, job.question)
+                except JudgeFailed as e:
+                    failed[0] += len(group)
+                    in_a_row[0] += 1
+                    log.debug("judge %s: %s", stage, e)
+                    if in_a_row[0] >= GIVE_UP_AFTER:
+                        raise JudgeUnavailable(f"{e}; {in_a_row[0]} requests in a row failed like this, so "
+                                               f"the judge stage stopped (answers so far are kept: rerun "
+                                               f"to go on)") from None
+                    bar.update(len(group))
+                    continue
+                in_a_row[0] = 0
                 buffer.extend(_row(stage, model, j, raw) for j in group)
                 bar.update(len(group))
                 if len(buffer) >= BATCH:
@@ -121,7 +148,7 @@ async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, 
         finally:
             flush()
             bar.close()
-        return jc.sent
+        return AskReport(jc.sent, failed[0], dict(jc.retried))
 
 
 def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
@@ -134,13 +161,21 @@ def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
     run.ledger.add_judgements(hits)
     to_send = [j for j in jobs if (j.sha256, j.question) not in cache]
     log.info("judge %s with %s: %d to ask, %d answered from the cache", stage, model, len(to_send), len(hits))
+    report = AskReport(retried={})
     if to_send:
         with open_endpoint(cfg) as endpoint:
-            sent = run_sync(_ask_all(to_send, stage, run, endpoint, cfg, progress))
-        log.info("judge %s: %d requests sent for %d images", stage, sent, len(to_send))
+            report = run_sync(_ask_all(to_send, stage, run, endpoint, cfg, progress))
+        log.info("judge %s: %d requests sent for %d images%s", stage, report.sent, len(to_send),
+                 f" (retries: {', '.join(f'{k} {v}' for k, v in sorted(report.retried.items()))})"
+                 if report.retried else "")
     judged = run.ledger.judgements(stage, model)
     judged = judged[judged["prompt_id"].isin([p.id for p in prompts])].reset_index(drop=True)
     unknown = int(judged["correct"].isna().sum())
-    log.info("judge %s: %d answers, %d unknown (a refusal or an answer with no %s: left out of every "
-             "accuracy, never scored wrong)", stage, len(judged), unknown, "count or verdict")
+    summary = (f"judge {stage}: {len(judged) - unknown} answered, {unknown} unknown (an answer with no count "
+               f"or verdict: left out of every accuracy, never scored wrong), {report.failed} failed after "
+               f"retries")
+    if report.failed:
+        log.warning("%s (nothing recorded for them: run the stage again to fill them in)", summary)
+    else:
+        log.info("%s", summary)
     return judged
