@@ -82,8 +82,9 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                                                         if cfg.get("vae_from") else ")"))
     if pixart:
         arch = [vae_line,
-                f"- PixArtTransformer2DModel: {spec['dit_layers']} DiT blocks × {spec['dit_heads'] * spec['dit_head_dim']} "
-                f"wide ({spec['dit_heads']} heads), {spec['patch_size']}×{spec['patch_size']} latent patches, "
+                f"- PixArtTransformer2DModel: {spec['dit_layers']} DiT blocks × "
+                f"{spec['dit_heads'] * spec['dit_head_dim']} wide ({spec['dit_heads']} heads), "
+                f"{spec['patch_size']}×{spec['patch_size']} latent patches, "
                 f"cross-attention to the text states, timestep through adaLN-single ({p['transformer'] / 1e6:.2f} M)",
                 f"- T5EncoderModel, {spec['text_layers']} layers × {spec['text_dim']} wide (relative position "
                 f"buckets, gated-GELU), word-level tokenizer ending each prompt with EOS "
@@ -102,7 +103,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"mini-world scenes by `compseed train-miniworld {configs[0]}`"
         + "".join(f", then `{c}`" for c in configs[1:])
         + ". Loads with "
-        f"`{'PixArtAlphaPipeline' if pixart else 'StableDiffusionPipeline'}.from_pretrained(\"models/{model_dir.name}\")`"
+        f"`{'PixArtAlphaPipeline' if pixart else 'StableDiffusionPipeline'}"
+        f".from_pretrained(\"models/{model_dir.name}\")`"
         f" or `model.pipeline: {model_dir.name}`.", "",
         "## Architecture", "",
         *arch,
@@ -128,7 +130,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  f"prompts (8 objects × counts 2–6, both "
                  f"splits) and 40 spatial prompts (10 object pairs × 4 relations), {int(s['steps'])} DDIM steps, "
                  f"guidance {s['guidance']}. Command: `compseed evaluate-model "
-                 f"models/{model_dir.name} --seeds {int(s['seeds'])} --steps {int(s['steps'])} --guidance {s['guidance']} "
+                 f"models/{model_dir.name} --seeds {int(s['seeds'])} --steps {int(s['steps'])} "
+                 f"--guidance {s['guidance']} "
                  f"--out reports/{model_dir.name}_eval`.", "",
                  _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "seed_offset", "steps", "guidance"],
                                                            errors="ignore")), "",

@@ -1,6 +1,8 @@
-"""Train a mini-world generator from scratch: `compseed train-miniworld configs/train/miniworld_stage4.yaml`
-runs the shipped SD-shaped model's four training runs in order (each config's init_from_config names the
-one before; a run whose output exists is not repeated); configs/train/miniworld.yaml alone is stage 1.
+"""Train a mini-world generator from scratch.
+
+`compseed train-miniworld configs/train/miniworld_stage4.yaml` runs the shipped SD-shaped model's four
+training runs in order (each config's init_from_config names the one before; a run whose output exists
+is not repeated); configs/train/miniworld.yaml alone is stage 1.
 `compseed train-miniworld configs/train/miniworld_pixart.yaml` trains the PixArt-alpha-shaped one: the
 architecture is the config's `spec.architecture`, the trainer is this one.
 
@@ -9,8 +11,8 @@ The steps of one run, each resumable (finished work is found on disk and skipped
   2. train the AutoencoderKL on them -> work_dir/vae/ (save_pretrained)
   3. encode every scene once -> work_dir/latents.safetensors, and set the VAE's scaling_factor
      (a run continued from `init_from` keeps that model's VAE and scaling_factor)
-  4. train the denoiser (UNet or PixArt transformer) + text encoder on the latents (v-prediction on a zero-terminal-SNR schedule,
-     10% caption dropout for classifier-free guidance, EMA) in the kit's shared loop
+  4. train the denoiser (UNet or PixArt transformer) + text encoder on the latents (v-prediction on a
+     zero-terminal-SNR schedule, 10% caption dropout for classifier-free guidance, EMA) in the kit's shared loop
      (`compseed_lib.training.Trainer`): checkpoint every `checkpoint_every` steps to
      work_dir/checkpoints/step_NNNNNNN/ (safetensors only), resume from the latest;
      with `caption_loss` > 0 a training-only probe (CaptionProbe) must also read the caption's
@@ -52,8 +54,8 @@ from . import data
 from .model import (
     MiniModelSpec,
     assemble_pipeline,
-    build_schedulers,
     build_denoiser,
+    build_schedulers,
     build_text_encoder,
     build_tokenizer,
     build_vae,
