@@ -293,7 +293,7 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
               report_root: str | Path = "reports", stage: str = DEFAULT_STAGE, show: bool = True) -> Path:
     """Execute the chain for a config; returns the report folder. `show` relays progress and logs."""
     from .progress import EventRelay
-    from .store import check_safe_name
+    from .store import check_safe_name, run_lock
 
     names = notebooks or CHAIN
     unknown = [n for n in names if n not in CHAIN]
@@ -305,17 +305,18 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
     except ValueError as e:
         raise ConfigError(f"--stage: {e}") from None
     cfg = load_config(config, overrides)
-    start_run(cfg, stage, names)  # everything checked, then the config recorded; nothing written before
-    report_dir = Path(report_root) / cfg.name
-    report_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    with _kernel_env(), EventRelay(show=show):
-        for name in names:
-            t0 = time.time()
-            log.info("running %s", name)
-            _execute(name, report_dir / f"{name}.ipynb", _params(name, cfg, stage, config, overrides))
-            timings[name] = round(time.time() - t0, 1)
-            log.info("%s done in %.1f s", name, timings[name])
+    with run_lock(cfg.run_dir):  # one writer per run directory
+        start_run(cfg, stage, names)  # everything checked, then the config recorded; nothing written before
+        report_dir = Path(report_root) / cfg.name
+        report_dir.mkdir(parents=True, exist_ok=True)
+        timings = {}
+        with _kernel_env(), EventRelay(show=show):
+            for name in names:
+                t0 = time.time()
+                log.info("running %s", name)
+                _execute(name, report_dir / f"{name}.ipynb", _params(name, cfg, stage, config, overrides))
+                timings[name] = round(time.time() - t0, 1)
+                log.info("%s done in %.1f s", name, timings[name])
     figures = cfg.run_dir / "figures"
     if figures.is_dir():
         shutil.copytree(figures, report_dir / "figures", dirs_exist_ok=True)

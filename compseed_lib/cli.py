@@ -33,10 +33,10 @@ def _kit_errors() -> tuple[type[BaseException], ...]:
     from .judge.client import JudgeError
     from .pipelines import ModelLoadError
     from .prompts import PromptFileError
-    from .store import CorruptImageError
+    from .store import CorruptImageError, RunInUse
 
-    return (ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, ValueError,
-            FileNotFoundError)
+    return (ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, RunInUse,
+            ValueError, FileNotFoundError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -54,12 +54,13 @@ def _setup_logging(verbose: bool) -> None:
 def _finetune(args) -> int:
     from .config import load_config
     from .evaluate import train_arms
-    from .store import Run
+    from .store import Run, run_lock
 
     cfg = load_config(args.config, args.set)
     run = Run.open(cfg.run_dir)
-    for arm, folder in train_arms(run, cfg, only=args.arm or None).items():
-        print(f"{arm}: {folder}")
+    with run_lock(cfg.run_dir, "compseed finetune"):
+        for arm, folder in train_arms(run, cfg, only=args.arm or None).items():
+            print(f"{arm}: {folder}")
     return 0
 
 

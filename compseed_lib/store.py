@@ -312,6 +312,70 @@ class Run:
         return path
 
 
+class RunInUse(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    """`runs/.<name>.lock`: beside the run directory, so a refused start writes nothing inside it."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextmanager
+def run_lock(run_dir: str | Path, what: str = "compseed run"):
+    """Hold the run directory's lock for the duration: a second holder is refused at once with
+    RunInUse naming the process that has it. The lock is an flock on `lock_path`, which also records the
+    holder's pid; the kernel drops it when the holder dies (even by kill -9), so a dead process's lock
+    file is taken over, with a log line naming it. Removed on release."""
+    import fcntl
+    import logging
+    import socket
+
+    run_dir, path = Path(run_dir), lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunInUse(f"run {run_dir} is in use by process {holder.get('pid', '?')} ({holder.get('what', '?')} "
+                           f"on {holder.get('host', '?')}, since {holder.get('since', '?')}): wait for it to end or "
+                           f"stop it; two processes writing one run would mix their results") from None
+        try:  # the file we locked must still be the one at `path` (a releasing holder unlinks it)
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    stale = _read_holder(fd)
+    if stale.get("pid"):
+        logging.getLogger(__name__).info("taking over the lock of run %s from process %s, which is gone",
+                                         run_dir, stale["pid"])
+    me = {"pid": os.getpid(), "what": what, "host": socket.gethostname(),
+          "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
+    try:
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        data = os.pread(fd, 4096, 0)
+        return json.loads(data) if data.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def library_versions() -> dict:
     """Versions of the libraries that decide pixels."""
     import importlib.metadata as md

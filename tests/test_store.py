@@ -1,4 +1,5 @@
 """Run directory and ledger: file names, atomic writes, keyed rows, concurrent writers."""
+import json
 import multiprocessing as mp
 
 import pytest
@@ -70,3 +71,49 @@ def test_rows_are_keyed_and_concurrent_writers_do_not_duplicate(tmp_path):
     led.add_judgements([row, row | {"raw_answer": "4"}])
     assert led.cached_answer("h", "m", "q") == "3"
     assert led.cached_answer("h", "other", "q") is None
+
+
+# ---------------------------------------------------------------------------- one writer per run
+HOLD_SCRIPT = """
+import sys, time
+from compseed_lib.store import run_lock
+with run_lock(sys.argv[1], "holder"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_directory_is_refused_naming_the_holder_and_a_dead_ones_lock_is_taken(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from compseed_lib.store import RunInUse, lock_path, run_lock
+
+    repo = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "runs" / "smoke"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(run_dir)], cwd=repo, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInUse, match=rf"run .*smoke is in use by process {holder.pid} \(holder on "):
+            with run_lock(run_dir):
+                pass
+        # the CLI: one line naming the process, a nonzero exit, at once, and nothing written in the run
+        t0 = time.monotonic()
+        cli = subprocess.run([sys.executable, "-m", "compseed_lib.cli", "run", str(repo / "configs/smoke.yaml")],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert cli.returncode != 0 and time.monotonic() - t0 < 60
+        assert f"in use by process {holder.pid}" in cli.stderr and "Traceback" not in cli.stderr
+        assert not run_dir.exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # dies holding the lock: its file stays, its flock goes
+        holder.wait()
+        holder.stdout.close()
+    assert lock_path(run_dir).is_file()
+    with run_lock(run_dir) as path:  # taken over at once
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not lock_path(run_dir).exists()  # released: removed
