@@ -206,6 +206,7 @@ def start_run(cfg: RunConfig, stage: str = DEFAULT_STAGE, notebooks: list[str] |
     check_inputs(cfg)
     names = notebooks or CHAIN
     _check_needs(cfg, names, stage)
+    _check_judges_answer(cfg, names)
     clash = conflicts(cfg, [stage, heldout_stage(stage)])
     if clash:
         raise ConfigError(
@@ -218,6 +219,21 @@ def start_run(cfg: RunConfig, stage: str = DEFAULT_STAGE, notebooks: list[str] |
         changed = sorted(_diff_keys(old, new))
         log.info("run %s: config changed (%s); finished images are unaffected", cfg.name, ", ".join(changed))
     return Run.create(cfg)
+
+
+JUDGING = ("02_judge", "02_judge_heldout", "05_build_dataset")  # steps that ask the run's judge
+
+
+def _check_judges_answer(cfg: RunConfig, names: list[str]) -> None:
+    """A judge at a URL that a chosen step will ask must answer now: within seconds, naming the URL."""
+    from .evaluate import eval_judge
+    from .judge import registry
+
+    wanted = ([cfg.judge] if any(n in JUDGING for n in names) else []) + \
+        ([eval_judge(cfg)] if "07_evaluate" in names else [])
+    for judge_cfg in {id(j): j for j in wanted}.values():
+        spec = registry.resolve(judge_cfg)
+        registry.check_reachable(spec, registry.api_key(spec))
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

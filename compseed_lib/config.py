@@ -11,6 +11,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,6 +228,18 @@ def check_finetune(f: FinetuneConfig) -> FinetuneConfig:
                           f"{f.ema_decay}, {f.lr})")
     if f.mixed_precision not in ("no", "fp16", "bf16"):
         raise _bad("finetune.mixed_precision", f.mixed_precision, "use 'no', 'fp16' or 'bf16'")
+    from .finetune import SELECTIONS
+
+    if f.patterns is None and f.blocks is None and f.selection not in SELECTIONS:
+        raise _bad("finetune.selection", f.selection, f"use one of {sorted(SELECTIONS)}, or finetune.patterns "
+                                                      f"(regexes over parameter names) / finetune.blocks")
+    for pattern in f.patterns or []:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise _bad("finetune.patterns", pattern, f"not a regular expression ({e})") from None
+    if f.blocks is not None and (not f.blocks or any(not isinstance(b, int) or b < 0 for b in f.blocks)):
+        raise _bad("finetune.blocks", f.blocks, "a non-empty list of transformer block indices >= 0")
     return f
 
 

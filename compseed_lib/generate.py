@@ -189,6 +189,8 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
     mine = list(jobs)[k::n]
     _remove_stale_temps(run.root / "images" / stage, {image_filename(j.prompt.id, j.seed) for j in mine})
     todo = _pending(run, stage, mine, existing)
+    for problem in pipelines.prompt_problems(pipe, [j.prompt.text for j in todo]):
+        log.warning("%s", problem)
     # 3. Generate batch by batch; rows go in after their PNGs
     extra = pipelines.call_kwargs(pipe)
     start = time.perf_counter()

@@ -225,6 +225,37 @@ def encode_text(pipe, texts: list[str], device, batch: int = 64) -> tuple[torch.
     return states, (mask if masked else None)
 
 
+def prompt_problems(pipe, texts: list[str]) -> list[str]:
+    """What the pipeline's tokenizer would silently lose of each prompt: words it maps to its unknown
+    token (a word-level vocabulary, like the mini world's, has no "dogs" or "balsl") and words cut off
+    beyond the text encoder's window. One message per prompt with a problem, naming the words."""
+    import re
+
+    tok = getattr(pipe, "tokenizer", None)
+    if tok is None:
+        return []
+    window = min(int(tok.model_max_length), MAX_TEXT_TOKENS)
+    unk = tok.unk_token_id
+    specials = set(tok.all_special_ids)
+    out = []
+    for text in dict.fromkeys(texts):
+        unknown = []
+        if unk is not None:
+            for word in dict.fromkeys(re.findall(r"[\w'-]+", text)):
+                if unk in tok(word, add_special_tokens=False).input_ids:
+                    unknown.append(word)
+        if unknown:
+            out.append(f"prompt {text!r}: the text encoder does not know {unknown} (each becomes its unknown "
+                       f"token, so the image ignores it)")
+        ids = tok(text, truncation=False, verbose=False).input_ids
+        if len(ids) > window:
+            kept = tok(text, truncation=True, max_length=window).input_ids
+            dropped = tok.decode([i for i in ids[len(kept) - 1:] if i not in specials]).strip()
+            out.append(f"prompt {text!r} is longer than the text encoder's window of {window} tokens: "
+                       f"{dropped!r} is cut off")
+    return out
+
+
 def denoise(net, latents, t, states, mask=None):
     """One prediction of the denoiser (UNet or PixArt transformer) from noisy latents and text states;
     a transformer that predicts a variance too gives only its first `in_channels` channels."""

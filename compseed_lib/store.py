@@ -17,6 +17,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -333,6 +334,7 @@ def run_lock(run_dir: str | Path, what: str = "compseed run"):
     import socket
 
     run_dir, path = Path(run_dir), lock_path(run_dir)
+    made = not path.parent.exists()  # removed again on release if still empty: a refused start leaves nothing
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -366,6 +368,9 @@ def run_lock(run_dir: str | Path, what: str = "compseed run"):
             os.unlink(path)
         finally:
             os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
 
 
 def _read_holder(fd: int) -> dict:

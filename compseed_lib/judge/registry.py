@@ -111,6 +111,31 @@ def _get_json(url: str, timeout: float = 2.0) -> dict:
         return json.loads(r.read())
 
 
+def check_reachable(spec: JudgeSpec, key: str, timeout: float = 5.0) -> None:
+    """For a judge at a URL: fail within `timeout` seconds, naming the URL, if nothing answers there or it
+    rejects the key (a local judge is started per stage and needs no check)."""
+    import urllib.error
+    import urllib.request
+
+    from .client import JudgeUnavailable
+
+    if spec.base_url is None:
+        return
+    req = urllib.request.Request(spec.base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise JudgeUnavailable(f"judge server at {spec.base_url} rejected the API key ({e.code}): check the "
+                                   f"environment variable named by judge.api_key_env") from None
+        return  # some compatible servers have no /models: the chat call decides
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise JudgeUnavailable(f"judge server at {spec.base_url} is not reachable ({reason}): start it (for the "
+                               f"mini world: `compseed serve-judge`) or fix judge.base_url") from None
+
+
 @contextmanager
 def start_local_server(timeout: float = START_TIMEOUT) -> Iterator[str]:
     """Start `python -m compseed_lib.judge.server` on a free loopback port; yields its /v1 base URL."""
