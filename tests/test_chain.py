@@ -29,13 +29,27 @@ def _cli(*args, cwd=REPO, env=None, timeout=600):
                           cwd=cwd, timeout=timeout, env=env)
 
 
+FAKE_KEY = "sk-compseed-fake-5ec7e7d0c0ffee"  # the judge's key for the chain run: must appear nowhere it wrote
+
+
 @pytest.fixture(scope="module")
 def chain_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
-    sets = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=smoke"]
-    res = _cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"))
+    sets = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=smoke", "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
+    res = _cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"),
+               env={"COMPSEED_FAKE_KEY": FAKE_KEY})
     assert res.returncode == 0, res.stderr
     return root, sets, root / "reports" / "smoke", res.stderr
+
+
+def test_the_judge_key_appears_in_no_notebook_report_table_ledger_or_log(chain_run):
+    root, _, report, stderr = chain_run
+    assert (report / "02_judge.ipynb").is_file() and (root / "runs" / "smoke" / "ledger.sqlite").is_file()
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) > 50
+    leaked = [str(p.relative_to(root)) for p in files if FAKE_KEY.encode() in p.read_bytes()]
+    assert not leaked and FAKE_KEY not in stderr
+    assert "COMPSEED_FAKE_KEY" in (root / "runs" / "smoke" / "config.yaml").read_text()  # the variable's name only
 
 
 def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
@@ -68,7 +82,8 @@ def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):
     assert any(line.startswith("generate base:") and "12/12" in line for line in lines), stderr
     assert any(line.startswith("judge base:") and "12/12" in line for line in lines), stderr
     assert any(" INFO compseed_lib.generate: stage base: generated 12" in line for line in lines), stderr
-    assert any(" INFO compseed_lib.judge.stage: judge base: 12 answers, 0 unknown" in line for line in lines)
+    assert any(" INFO compseed_lib.judge.stage: judge base: 12 answered, 0 unknown" in line and "0 failed" in line
+               for line in lines), stderr
     for noise in SPURIOUS:
         assert noise not in stderr, (noise, stderr)
 
