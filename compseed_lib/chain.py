@@ -337,4 +337,7 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
     if figures.is_dir():
         shutil.copytree(figures, report_dir / "figures", dirs_exist_ok=True)
     (report_dir / "timings.txt").write_text("".join(f"{k}\t{v} s\n" for k, v in timings.items()))
+    from .report import write_report
+
+    write_report(report_dir, cfg.run_dir, [n for n in CHAIN if (report_dir / f"{n}.ipynb").is_file()])
     return report_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _run(args) -> int:
@@ -61,6 +62,15 @@ def _finetune(args) -> int:
     with run_lock(cfg.run_dir, "compseed finetune"):
         for arm, folder in train_arms(run, cfg, only=args.arm or None).items():
             print(f"{arm}: {folder}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    if not Path(args.report_dir).is_dir():
+        raise FileNotFoundError(f"no report folder {args.report_dir}")
+    print(write_report(args.report_dir, args.run_dir))
     return 0
 
 
@@ -116,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--arm", action="append", default=[], help="only this arm (repeatable): qk, lora, ...")
     p.set_defaults(func=_finetune)
+    p = sub.add_parser("report", help="write a report folder's HTML pages and index.html again")
+    p.add_argument("report_dir", help="e.g. reports/mini")
+    p.add_argument("run_dir", help="e.g. runs/mini")
+    p.set_defaults(func=_report)
     p = sub.add_parser("prompts", help="list the prompts of a world and split")
     p.add_argument("world", help="comp90, miniworld or a folder")
     p.add_argument("split", choices=["train", "eval"])

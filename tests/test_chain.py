@@ -261,3 +261,16 @@ def test_notebook_opened_from_notebooks_folder_runs_with_its_defaults(tmp_path):
     assert (proj / "runs" / "mini" / "config.yaml").is_file()
     assert (proj / "runs" / "mini" / "tables" / "prompts.csv").is_file()
     assert not (proj / "notebooks" / "runs").exists()
+
+
+def test_the_run_leaves_an_html_report_with_key_numbers_links_and_thumbnails(chain_run):
+    *_, report, _ = chain_run
+    index = (report / "index.html").read_text()
+    for name in CHAIN:
+        assert (report / f"{name}.html").is_file() and f"href='{name}.html'" in index
+    assert "seed reliability (all)" in index and "layout: same seed r" in index and "qk: count" in index
+    thumbs = sorted((report / "thumbs").glob("*.png"))
+    assert thumbs and all(f"thumbs/{t.name}" in index for t in thumbs)
+    from PIL import Image
+
+    assert all(max(Image.open(t).size) <= 240 for t in thumbs)
