@@ -70,6 +70,10 @@ def key_numbers(run_dir: Path) -> list[tuple[str, str]]:
         if lay:
             out.append(("layout: same seed r / different seeds r",
                         f"{lay['same_seed_r']:.2f} / {lay['different_seed_r']:.2f} ({lay['seeds']} seeds)"))
+        nl = rel.get("noise_layout") or {}
+        if nl:
+            out.append(("layout from the noise (held-out seeds)", f"r = {nl['mean_r']:.2f} vs {nl['null_mean_r']:.2f} "
+                        f"with seeds shuffled, p = {nl['p']:.2g} ({nl['seeds']} seeds)"))
         for cat, text in (rel.get("verdict") or {}).items():
             if cat in ("all", "count", "spatial"):
                 out.append((f"seed reliability ({cat})", text.split(": ", 1)[-1]))

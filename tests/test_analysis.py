@@ -70,3 +70,23 @@ def test_pooled_tables_and_best_and_worst():
     best, worst = mining.best_and_worst(select, k=3)
     acc = select.groupby("seed")["correct"].mean()
     assert acc[best[0]] == acc.max() and acc[worst[0]] == acc.min() and not set(best) & set(worst)
+
+
+def test_seed_by_category_heatmap_and_per_object_accuracy():
+    from compseed_lib import prompts as P
+    from compseed_lib.analysis.seed_plots import plot_object_accuracy, plot_seed_category_heatmap
+
+    acc = pd.DataFrame([dict(category=c, seed=s, n=4, correct=k, accuracy=k / 4)
+                        for c, base in (("count=2", 3), ("count=3", 1), ("left", 4))
+                        for s, k in zip(range(70), np.random.default_rng(0).integers(0, 5, 70) * 0 + base)])
+    fig = plot_seed_category_heatmap(acc, max_seeds=40)
+    grid = fig.axes[0].images[0].get_array()
+    assert grid.shape == (3, 40)  # three categories, 20 best + 20 worst seeds
+    assert np.allclose(grid[:, 0], [0.75, 0.25, 1.0])  # rows in natural order: count=2, count=3, left
+    ps = P.load("miniworld", "train", kinds=("count",), limit=4) + \
+        P.load("miniworld", "train", kinds=("spatial",), limit=2)
+    judged = pd.DataFrame([dict(prompt_id=p.id, seed=s, correct=(s % 2 == 0) if p.kind == "count" else True)
+                           for p in ps for s in range(10)] + [dict(prompt_id=ps[0].id, seed=99, correct=None)])
+    fig = plot_object_accuracy(judged, ps)
+    bars = [b.get_height() for b in fig.axes[0].patches]
+    assert all(h == 0.5 for h in bars[:len({p.obj.name for p in ps if p.kind == "count"})])

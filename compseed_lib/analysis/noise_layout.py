@@ -106,7 +106,8 @@ def predicts_accuracy(score: Sequence[float], accuracy: Sequence[float], n_permu
 
 def plot_noise_vs_layout(heatmaps: dict[int, np.ndarray], maps: np.ndarray, seeds: Sequence[int],
                          show: Sequence[int] | None = None, title: str = ""):
-    """For a few seeds: the noise's low-frequency energy (top) over where objects ended up (bottom)."""
+    """For a few seeds: a map computed from the noise (energy or fitted channel mix, top) over where objects
+    ended up (bottom)."""
     import matplotlib.pyplot as plt
 
     seeds = list(seeds)
@@ -119,6 +120,6 @@ def plot_noise_vs_layout(heatmaps: dict[int, np.ndarray], maps: np.ndarray, seed
         axes[1, j].set_title("layout", fontsize=8)
         for ax in axes[:, j]:
             ax.axis("off")
-    fig.suptitle(title or "low-frequency noise energy (top) and where objects ended up (bottom)", fontsize=9)
+    fig.suptitle(title or "a map computed from the initial noise (top) and where objects ended up (bottom)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -131,3 +131,62 @@ def plot_loss_curves(histories: dict[str, list]):
     ax.set_title("fine-tuning loss", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_seed_category_heatmap(acc_df: pd.DataFrame, max_seeds: int = 64, ax=None):
+    """Per-seed x per-category accuracy as a heatmap (seeds sorted by their mean over categories, best
+    first; at most `max_seeds` columns, best and worst halves kept)."""
+    sub = acc_df[acc_df["n"] > 0]
+    if sub.empty:
+        raise ValueError("acc_df has no judged seeds")
+    table = sub.pivot_table(index="category", columns="seed", values="accuracy")
+    table = table.loc[sorted(table.index, key=_natural)]
+    order = table.mean().sort_values(ascending=False, kind="mergesort").index
+    if len(order) > max_seeds:
+        order = order[:max_seeds // 2].append(order[-(max_seeds - max_seeds // 2):])
+    table = table[order]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(18.0, 0.22 * table.shape[1] + 2.5), 0.35 * table.shape[0] + 1.6))
+    im = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+    step = max(1, int(np.ceil(table.shape[1] / 40)))
+    ax.set_xticks(range(0, table.shape[1], step), [str(int(s)) for s in table.columns[::step]], rotation=90,
+                  fontsize=7)
+    ax.set_xlabel("seed (best mean accuracy first)")
+    ax.figure.colorbar(im, ax=ax, fraction=0.03, label="accuracy")
+    ax.set_title(f"accuracy per seed and category ({table.shape[1]} seeds)", fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_object_accuracy(judged: pd.DataFrame, prompts: list, ax=None):
+    """Accuracy per object kind (its prompts' judged images; unknown answers left out), with 95% Wilson
+    intervals, counting and spatial prompts side by side (a spatial prompt counts for object A)."""
+    by_id = {p.id: p for p in prompts}
+    df = judged[judged["correct"].notna() & judged["prompt_id"].isin(list(by_id))].copy()
+    if df.empty:
+        raise ValueError("no judged images of the given prompts")
+    df["object"] = [by_id[i].obj.name for i in df["prompt_id"]]
+    df["kind"] = [by_id[i].kind for i in df["prompt_id"]]
+    df["correct"] = df["correct"].astype(bool)
+    g = df.groupby(["object", "kind"])["correct"].agg(["sum", "count"]).reset_index()
+    objects = sorted(g["object"].unique())
+    kinds = sorted(g["kind"].unique())
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(objects) + 1.5), 3.4))
+    width = 0.8 / len(kinds)
+    for j, kind in enumerate(kinds):
+        rows = g[g["kind"] == kind].set_index("object").reindex(objects)
+        k, n = rows["sum"].fillna(0).to_numpy(), rows["count"].fillna(0).to_numpy()
+        acc = np.where(n > 0, k / np.maximum(n, 1), np.nan)
+        lo, hi = wilson_interval(k.astype(int), n.astype(int))
+        x = np.arange(len(objects)) + (j - (len(kinds) - 1) / 2) * width
+        ax.bar(x, acc, width, label=kind, alpha=0.85,
+               yerr=np.clip(np.vstack([acc - lo, hi - acc]), 0, None), capsize=2)
+    ax.set_xticks(range(len(objects)), objects, rotation=30 if len(objects) > 6 else 0)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title("accuracy per object kind (95% Wilson intervals)", fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
