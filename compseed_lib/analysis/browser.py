@@ -1,0 +1,166 @@
+"""An interactive seed browser for JupyterLab (ipywidgets): pick a run, an arm (image stage), a category or one
+prompt, and seeds; see the images with the judge's answers, the seeds' accuracy with 95% intervals, and, for a
+word of the prompt, where the model attends to it (the images remade with attention capture).
+
+Usage (a notebook cell):
+    from compseed_lib.analysis.browser import SeedBrowser
+    SeedBrowser("runs")          # displays itself; .figure and .table hold what it shows
+
+Every callback is a plain method driven by the widgets' values, so tests set values and read `.figure`,
+`.table` and `.message`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..stats import wilson_interval
+from ..store import Run
+
+ALL = "(all prompts of the category)"
+
+
+class SeedBrowser:
+    """Widgets: run, arm (stage), category, prompt, seeds, a word to show attention for."""
+
+    def __init__(self, runs_root: str | Path = "runs", run: str | None = None, max_seeds: int = 8):
+        import ipywidgets as W
+
+        self.root, self.max_seeds = Path(runs_root), max_seeds
+        self.run: Run | None = None
+        self.judged = pd.DataFrame()
+        self.figure = None
+        self.table = pd.DataFrame()
+        self.message = ""
+        runs = sorted(p.name for p in self.root.glob("*") if (p / "ledger.sqlite").is_file())
+        self.run_w = W.Dropdown(description="run", options=runs, value=run if run in runs else None)
+        self.stage_w = W.Dropdown(description="arm")
+        self.category_w = W.Dropdown(description="category")
+        self.prompt_w = W.Dropdown(description="prompt", layout=W.Layout(width="32em"))
+        self.seeds_w = W.SelectMultiple(description="seeds", rows=6)
+        self.word_w = W.Text(description="attend to", placeholder="a word of the prompt, e.g. balls",
+                             continuous_update=False)
+        self.stats_w = W.HTML()
+        self.out = W.Output()
+        self.run_w.observe(lambda _: self.on_run(), "value")
+        self.stage_w.observe(lambda _: self.on_stage(), "value")
+        self.category_w.observe(lambda _: self.on_category(), "value")
+        for w in (self.prompt_w, self.seeds_w, self.word_w):
+            w.observe(lambda _: self.show(), "value")
+        self.widget = W.VBox([W.HBox([self.run_w, self.stage_w, self.category_w]),
+                              W.HBox([self.prompt_w, self.word_w]), self.seeds_w, self.stats_w, self.out])
+        if self.run_w.value:
+            self.on_run()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # -------------------------------------------------------------- callbacks
+    def on_run(self) -> None:
+        self.run = Run.open(self.root / self.run_w.value) if self.run_w.value else None
+        stages = sorted(self.run.ledger.judgements()["stage"].unique()) if self.run else []
+        self.stage_w.options = stages
+        self.stage_w.value = "base" if "base" in stages else (stages[0] if stages else None)
+
+    def on_stage(self) -> None:
+        j = self.run.ledger.judgements(self.stage_w.value) if self.run and self.stage_w.value else pd.DataFrame()
+        self.judged = j.assign(sha256=j["image_sha256"]) if len(j) else j  # the judged file's hash, checked on read
+        cats = sorted(self.judged["category"].unique()) if len(self.judged) else []
+        self.category_w.options = cats
+        self.category_w.value = cats[0] if cats else None
+        self.on_category()
+
+    def on_category(self) -> None:
+        sub = self._category()
+        prompts = sorted(sub["prompt"].unique()) if len(sub) else []
+        self.prompt_w.options = [ALL] + prompts
+        self.prompt_w.value = ALL
+        seeds = sorted(int(s) for s in sub["seed"].unique()) if len(sub) else []
+        self.seeds_w.options = seeds
+        self.seeds_w.value = tuple(seeds[:self.max_seeds])
+        self.show()
+
+    def _category(self) -> pd.DataFrame:
+        if not len(self.judged) or self.category_w.value is None:
+            return pd.DataFrame(columns=["prompt", "seed", "correct"])
+        return self.judged[self.judged["category"] == self.category_w.value]
+
+    # -------------------------------------------------------------- what is shown
+    def seed_table(self) -> pd.DataFrame:
+        """Per chosen seed: images judged, correct, accuracy and its 95% Wilson interval (unknowns left out)."""
+        sub = self._category()
+        if self.prompt_w.value not in (None, ALL):
+            sub = sub[sub["prompt"] == self.prompt_w.value]
+        sub = sub[sub["seed"].isin(list(self.seeds_w.value)) & sub["correct"].notna()]
+        g = sub.assign(correct=sub["correct"].astype(bool)).groupby("seed")["correct"].agg(["sum", "count"])
+        k, n = g["sum"].to_numpy(int), g["count"].to_numpy(int)
+        lo, hi = wilson_interval(k, n)
+        return pd.DataFrame({"seed": g.index.astype(int), "images": n, "correct": k,
+                             "accuracy": np.where(n > 0, k / np.maximum(n, 1), np.nan), "lo": lo, "hi": hi})
+
+    def show(self) -> None:
+        """Redraw: the seed table, and the image grid of the chosen prompt (the category's first one when
+        all are chosen) with answers, attention overlaid when a word is given."""
+        import matplotlib.pyplot as plt
+
+        self.table = self.seed_table()
+        self.stats_w.value = self.table.to_html(index=False, float_format="%.2f") if len(self.table) else ""
+        self.message = ""
+        sub = self._category()
+        seeds = list(self.seeds_w.value)[:self.max_seeds]
+        if not len(sub) or not seeds:
+            self.figure = None
+            self.message = "nothing judged for this choice"
+            return
+        prompt = self.prompt_w.value if self.prompt_w.value not in (None, ALL) else sorted(sub["prompt"].unique())[0]
+        rows = sub[(sub["prompt"] == prompt) & sub["seed"].isin(seeds)].sort_values("seed")
+        overlays = self._attention(rows, prompt) if self.word_w.value.strip() else None
+        fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(1.8 * max(1, len(rows)), 2.3), squeeze=False)
+        for ax, (i, r) in zip(axes[0], enumerate(rows.itertuples())):
+            img = self.run.read_image(r)
+            ax.imshow(img)
+            if overlays is not None:  # stretched over the image
+                ax.imshow(overlays[i], cmap="jet", alpha=0.45, extent=(-0.5, img.width - 0.5, img.height - 0.5, -0.5))
+            mark = "?" if pd.isna(r.correct) else ("✓" if r.correct else "✗")
+            ax.set_title(f"seed {int(r.seed)}: {r.parsed_answer} {mark}", fontsize=8)
+            ax.axis("off")
+        word = f" — attention to {self.word_w.value.strip()!r}" if overlays is not None else ""
+        fig.suptitle(f"{prompt}{word}", fontsize=9)
+        fig.tight_layout()
+        plt.close(fig)
+        self.figure = fig
+        self.out.clear_output(wait=True)
+        with self.out:
+            from IPython.display import display
+
+            display(fig)
+
+    def _attention(self, rows: pd.DataFrame, prompt: str) -> np.ndarray | None:
+        """The word's cross-attention for each row's seed, the image remade by the model that made it."""
+        import torch
+
+        from ..attention import capture, word_maps, word_tokens
+        from ..config import GenerateConfig
+        from ..generate import seed_noise
+        from ..pipelines import latent_shape, load_pipeline
+
+        word = self.word_w.value.strip()
+        cfg = self.run.config()
+        model_cfg = cfg.model.__class__(**{**cfg.model.__dict__, "pipeline": str(rows["model"].iloc[0])})
+        pipe, info = load_pipeline(model_cfg)
+        if word.lower() not in word_tokens(pipe.tokenizer, prompt):
+            self.message = f"{word!r} is not a word of {prompt!r}"
+            return None
+        gen: GenerateConfig = cfg.generate
+        seeds = [int(s) for s in rows["seed"]]
+        noise = seed_noise(seeds, latent_shape(pipe, gen.height, gen.width), cfg.model.generator_device)
+        with capture(pipe, resolution=min(gen.height, 64)) as store, torch.no_grad():
+            pipe([prompt] * len(seeds), latents=noise.to(info["device"], pipe.dtype), num_inference_steps=gen.steps,
+                 guidance_scale=gen.guidance, height=gen.height, width=gen.width, output_type="np",
+                 **info["call_kwargs"])
+        maps = word_maps(store, pipe, [prompt] * len(seeds), [word])[word].numpy()
+        return maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-9)
