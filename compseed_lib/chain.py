@@ -42,7 +42,7 @@ NOTEBOOKS_ENV = "COMPSEED_NOTEBOOKS"  # a folder of your own copies of the stage
 # Steps in order; each runs one notebook (the name before a "_heldout" suffix) and reads only what
 # earlier steps wrote to the run directory. The held-out steps run 01/02 on the other prompt split.
 CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "01_generate_heldout", "02_judge_heldout",
-         "04_seed_reliability", "05_build_dataset", "06_finetune", "07_evaluate"]
+         "04_seed_reliability", "05_build_dataset", "06_finetune", "07_evaluate", "08_paper_figures"]
 HELDOUT = "_heldout"
 DEFAULT_STAGE = "base"
 # What a step needs from the run directory: (what, of which stage: main or held-out, the step that makes it).
@@ -51,7 +51,8 @@ NEEDS = {"02_judge": [("images", False, "01_generate")], "03_mine_seeds": [("jud
          "04_seed_reliability": [("judgements", False, "02_judge"), ("judgements", True, "02_judge_heldout")],
          "05_build_dataset": [("top seeds", False, "03_mine_seeds")],
          "06_finetune": [("dataset", False, "05_build_dataset")],
-         "07_evaluate": [("top seeds", False, "03_mine_seeds"), ("fine-tunes", False, "06_finetune")]}
+         "07_evaluate": [("top seeds", False, "03_mine_seeds"), ("fine-tunes", False, "06_finetune")],
+         "08_paper_figures": [("judgements", False, "02_judge")]}
 # Settings that decide an image's pixels: a stage keeps one value of each.
 IMAGE_SETTINGS = ("model", "steps", "guidance", "height", "width", "generator_device", "dtype")
 

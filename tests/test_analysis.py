@@ -90,3 +90,22 @@ def test_seed_by_category_heatmap_and_per_object_accuracy():
     fig = plot_object_accuracy(judged, ps)
     bars = [b.get_height() for b in fig.axes[0].patches]
     assert all(h == 0.5 for h in bars[:len({p.obj.name for p in ps if p.kind == "count"})])
+
+
+def test_paper_figures_are_written_as_png_and_pdf_byte_for_byte_the_same_each_time(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from compseed_lib.analysis.paper import paper_style, save_paper_figure
+
+    def draw():
+        with paper_style():
+            fig, ax = plt.subplots(figsize=(2, 2))
+            ax.plot([0, 1], [0, 1])
+            ax.set_title("x")
+        return fig
+
+    a = save_paper_figure(draw(), tmp_path / "a", "f")
+    b = save_paper_figure(draw(), tmp_path / "b", "f")
+    assert [p.suffix for p in a] == [".png", ".pdf"]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert b"CreationDate" not in a[1].read_bytes()
