@@ -50,7 +50,7 @@ class SeedBrowser:
         for w in (self.prompt_w, self.seeds_w, self.word_w):
             w.observe(lambda _: self.show(), "value")
         self.widget = W.VBox([W.HBox([self.run_w, self.stage_w, self.category_w]),
-                              W.HBox([self.prompt_w, self.word_w]), self.seeds_w, self.stats_w, self.out])
+                              W.HBox([self.prompt_w, self.word_w]), W.HBox([self.seeds_w, self.out]), self.stats_w])
         if self.run_w.value:
             self.on_run()
 
