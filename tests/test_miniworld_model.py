@@ -199,21 +199,23 @@ def test_the_last_stage_config_trains_the_earlier_stages_first(tmp_path):
         assert prior.out_dir == cfg.init_from
 
 
-def test_shipped_model_loads_by_name_and_draws_scenes():
+@pytest.mark.parametrize("name, cls", [("miniworld", "StableDiffusionPipeline"),
+                                       ("miniworld-pixart", "PixArtAlphaPipeline")])
+def test_shipped_model_loads_by_name_and_draws_scenes(name, cls):
     from compseed_lib.config import ModelConfig
     from compseed_lib.generate import seed_noise
     from compseed_lib.miniworld import judge_scene
     from compseed_lib.pipelines import SHIPPED, load_pipeline
 
-    folder = SHIPPED["miniworld"]
+    folder = SHIPPED[name]
     record = json.loads((folder / "training_record.json").read_text())
     assert (folder / "README.md").is_file() and record["images_seen"] > 100_000
     size = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
     assert size <= 40 * 2**20, f"shipped weights are {size / 2**20:.1f} MB (limit 40 MB)"
-    pipe, info = load_pipeline(ModelConfig(pipeline="miniworld"))
-    assert info["pipeline_class"] == "StableDiffusionPipeline" and info["latent_shape"] == (4, 8, 8)
+    pipe, info = load_pipeline(ModelConfig(pipeline=name))
+    assert info["pipeline_class"] == cls and info["latent_shape"] == (4, 8, 8)
     images = pipe(["two balls, at night"] * 2, latents=seed_noise([0, 1], (4, 8, 8)), num_inference_steps=10,
-                  guidance_scale=4.0, height=32, width=32, output_type="np").images
+                  guidance_scale=4.0, height=32, width=32, output_type="np", **info["call_kwargs"]).images
     judged = [judge_scene((im * 255).round().astype(np.uint8)) for im in images]
     # a trained model draws the background asked for (measured ~99% in the model card)
     assert all(j.background == "at night" for j in judged), [j.background for j in judged]
