@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import kill_9
 
 from compseed_lib import dataset as D
 from compseed_lib import prompts as P
@@ -151,7 +152,6 @@ def _progress(run_dir) -> int:
 def test_kill_9_during_generation_and_judging_then_the_same_dataset(tmp_path, cache, monkeypatch):
     import os
     import random
-    import signal
     import subprocess
     import sys
     import time
@@ -169,13 +169,7 @@ def test_kill_9_during_generation_and_judging_then_the_same_dataset(tmp_path, ca
         while proc.poll() is None and _progress(killed_dir) <= seen and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.2))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
+        kills += kill_9(proc)
         seen = _progress(killed_dir)
     assert kills >= 3
     resumed, clean = _build(killed_dir), _build(tmp_path / "clean")

@@ -2,6 +2,7 @@
 transformer blocks, LoRA targets through peft."""
 import pytest
 import torch
+from conftest import kill_9
 
 from compseed_lib import finetune as F
 
@@ -180,7 +181,6 @@ KILL_CFG = dict(method="qk", steps=60, batch=8, lr=1e-2, warmup=1, checkpoint_ev
 def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_path, cache):
     import os
     import random
-    import signal
     import subprocess
     import sys
     import time
@@ -208,13 +208,7 @@ def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_
                 break
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.1))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
+        kills += kill_9(proc)
     assert kills >= 2 and not (tmp_path / "killed" / "out").exists()
     resumed = F.train("tiny-sd", data, FinetuneConfig(**KILL_CFG), tmp_path / "killed" / "work",
                       tmp_path / "killed" / "out", "cpu", False)
