@@ -50,6 +50,11 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for name in ("httpx", "httpx2", "httpcore", "openai", "papermill", "traitlets", "asyncio"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose and name == "papermill" else logging.WARNING)
+    from .notebook import DropNotices
+
+    # transformers logs "requires torchvision" through its own handler the first time a pipeline class is
+    # imported (e.g. when a tiny test pipeline is first built): a filter on the logger that makes the record
+    logging.getLogger("transformers.utils.import_utils").addFilter(DropNotices())
 
 
 def _finetune(args) -> int:

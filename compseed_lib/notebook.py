@@ -38,7 +38,7 @@ def project_root(start: str | Path | None = None) -> Path:
     return KIT_ROOT
 
 
-class _DropNotices(logging.Filter):
+class DropNotices(logging.Filter):
     """Notices that say nothing about this run (an optional package absent, e.g. torchvision)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -55,16 +55,16 @@ def setup(level: int = logging.INFO) -> Path:
     if os.environ.get(EVENTS_ENV):
         handlers.append(EventHandler())
     for h in handlers:  # on our handlers: the notice may come from any logger below "transformers"
-        h.addFilter(_DropNotices())
+        h.addFilter(DropNotices())
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name in ("httpx", "httpx2", "httpcore", "openai"):  # one line per HTTP request would bury the output
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from transformers.utils import logging as tlog
 
-        tlog.get_logger().addFilter(_DropNotices())
+        tlog.get_logger().addFilter(DropNotices())
         for h in tlog.get_logger().handlers:
-            h.addFilter(_DropNotices())
+            h.addFilter(DropNotices())
         if os.environ.get(EVENTS_ENV):
             tlog.disable_progress_bar()
     except ImportError:

@@ -131,17 +131,32 @@ def test_finetune_command_reuses_finished_arms_and_names_bad_ones(chain_run):
 
 
 def test_every_stage_runs_under_the_config_given_now(chain_run):
-    """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config)."""
+    """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config): a live
+    server asked for a model it does not serve fails inside 02_judge, naming that model."""
+    from compseed_lib.judge.registry import start_local_server
+
     root, sets, _, _ = chain_run
-    closed = "http://127.0.0.1:9/v1"
-    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--set", "judge.model=other-judge",
-               "--set", f"judge.base_url={closed}", "--reports", str(root / "judge_url"), timeout=300)
+    with start_local_server() as live:
+        res = _cli("run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--set", "judge.model=other-judge",
+                   "--set", f"judge.base_url={live}", "--reports", str(root / "judge_url"), timeout=300)
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("compseed: error: 02_judge failed: JudgeUnavailable") and closed in last, res.stderr
+    assert last.startswith("compseed: error: 02_judge failed: JudgeUnavailable") and "other-judge" in last, res.stderr
     assert "Traceback" not in res.stderr
     assert (root / "judge_url" / "smoke" / "02_judge.ipynb").is_file()  # the executed notebook is kept
-    assert Run.open(root / "runs" / "smoke").config().judge.base_url == closed
+    assert Run.open(root / "runs" / "smoke").config().judge.model == "other-judge"
+
+
+def test_a_judge_url_on_a_closed_port_is_refused_before_any_notebook(chain_run):
+    root, sets, _, _ = chain_run
+    recorded = (root / "runs" / "smoke" / "config.yaml").read_bytes()
+    closed = "http://127.0.0.1:9/v1"
+    t0 = time.monotonic()
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "02_judge", "--set", f"judge.base_url={closed}",
+               "--reports", str(root / "closed"), timeout=120)
+    assert res.returncode == 1 and time.monotonic() - t0 < 60
+    assert f"judge server at {closed} is not reachable" in res.stderr.strip().splitlines()[-1]
+    assert not (root / "closed").exists() and (root / "runs" / "smoke" / "config.yaml").read_bytes() == recorded
 
 
 def test_damaged_image_ends_in_one_line_and_the_advice_works(chain_run):

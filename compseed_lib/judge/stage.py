@@ -138,16 +138,20 @@ async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, 
                 if len(buffer) >= BATCH:
                     flush()
 
+        failure: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(min(cfg.concurrency, len(groups))):
                     tg.create_task(worker())
         except BaseExceptionGroup as eg:
             errors = [e for e in eg.exceptions if not isinstance(e, asyncio.CancelledError)]
-            raise (errors[0] if errors else eg) from None
+            failure = errors[0] if errors else eg
         finally:
             flush()
             bar.close()
+        if failure is not None:  # raised outside the handler: no context cycle through the group (which
+            failure.__context__ = None  # IPython cannot render, printing a raw traceback instead)
+            raise failure
         return AskReport(jc.sent, failed[0], dict(jc.retried))
 
 
