@@ -16,7 +16,7 @@ def test_shipped_configs_load_and_pass_checks(monkeypatch):
         cfg = load_config(path)
         assert cfg.name == path.stem
         validate(cfg)
-        if cfg.model.pipeline in ("miniworld", "tiny-sd", "tiny-pixart"):
+        if cfg.model.pipeline in ("miniworld", "miniworld-pixart", "tiny-sd", "tiny-pixart"):
             check_inputs(cfg)
         else:
             with pytest.raises((ValueError, RuntimeError), match=f"{cfg.model.pipeline}|OPENAI_API_KEY"):
