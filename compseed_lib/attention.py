@@ -187,3 +187,18 @@ def word_maps(store: AttentionStore, pipe, prompts: Sequence[str], words: Sequen
             if idx:
                 out[w][i] = maps[i, idx].sum(0)
     return out
+
+
+def word_attention(pipe, info: dict, prompt: str, word: str, seeds: Sequence[int], steps: int, guidance: float,
+                   height: int, width: int, generator_device: str = "cpu"):
+    """Remake `prompt` under `seeds` (the engine's per-seed noise) with capture on: (images (n, H, W, 3) in
+    [0, 1], the maps of `word`, (n, r, r) at r = min(height, 64))."""
+    from .generate import seed_noise
+    from .pipelines import latent_shape
+
+    noise = seed_noise(list(seeds), latent_shape(pipe, height, width), generator_device)
+    with capture(pipe, resolution=min(height, 64)) as store, torch.no_grad():
+        images = pipe([prompt] * len(seeds), latents=noise.to(info["device"], pipe.dtype), num_inference_steps=steps,
+                      guidance_scale=guidance, height=height, width=width, output_type="np",
+                      **info["call_kwargs"]).images
+    return images, word_maps(store, pipe, [prompt] * len(seeds), [word])[word].numpy()

@@ -141,12 +141,8 @@ class SeedBrowser:
 
     def _attention(self, rows: pd.DataFrame, prompt: str) -> np.ndarray | None:
         """The word's cross-attention for each row's seed, the image remade by the model that made it."""
-        import torch
-
-        from ..attention import capture, word_maps, word_tokens
-        from ..config import GenerateConfig
-        from ..generate import seed_noise
-        from ..pipelines import latent_shape, load_pipeline
+        from ..attention import word_attention, word_tokens
+        from ..pipelines import load_pipeline
 
         word = self.word_w.value.strip()
         cfg = self.run.config()
@@ -155,12 +151,7 @@ class SeedBrowser:
         if word.lower() not in word_tokens(pipe.tokenizer, prompt):
             self.message = f"{word!r} is not a word of {prompt!r}"
             return None
-        gen: GenerateConfig = cfg.generate
-        seeds = [int(s) for s in rows["seed"]]
-        noise = seed_noise(seeds, latent_shape(pipe, gen.height, gen.width), cfg.model.generator_device)
-        with capture(pipe, resolution=min(gen.height, 64)) as store, torch.no_grad():
-            pipe([prompt] * len(seeds), latents=noise.to(info["device"], pipe.dtype), num_inference_steps=gen.steps,
-                 guidance_scale=gen.guidance, height=gen.height, width=gen.width, output_type="np",
-                 **info["call_kwargs"])
-        maps = word_maps(store, pipe, [prompt] * len(seeds), [word])[word].numpy()
+        gen = cfg.generate
+        _, maps = word_attention(pipe, info, prompt, word, [int(s) for s in rows["seed"]], gen.steps, gen.guidance,
+                                 gen.height, gen.width, cfg.model.generator_device)
         return maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-9)

@@ -57,29 +57,11 @@ def _judged_map(judged: pd.DataFrame | None) -> dict:
 
 
 def seed_layout_grid(run, stage: str, prompt_ids: Sequence[str], seeds: Sequence[int]):
-    """Rows are prompts, columns seeds: read down a column to see a seed keep its layout."""
-    import matplotlib.pyplot as plt
+    """Rows are prompts, columns seeds (grids.image_grid): read down a column to see a seed keep its layout."""
+    from .grids import image_grid
 
-    rows = run.ledger.images(stage)
-    by_key = {(r.prompt_id, int(r.seed)): r for r in rows.itertuples()}
-    text = dict(zip(rows["prompt_id"], rows["prompt"]))
-    fig, axes = plt.subplots(len(prompt_ids), len(seeds), squeeze=False,
-                             figsize=(0.8 * len(seeds) + 1.6, 0.8 * len(prompt_ids) + 0.3))
-    for i, pid in enumerate(prompt_ids):
-        for j, s in enumerate(seeds):
-            ax = axes[i, j]
-            r = by_key.get((pid, int(s)))
-            if r is not None:
-                ax.imshow(np.asarray(run.read_image(r)))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"seed {s}")
-            if j == 0:
-                ax.set_ylabel("\n".join(textwrap.wrap(text.get(pid, pid), 18)), rotation=0, ha="right",
-                              va="center")
+    fig = image_grid(run, stage, prompt_ids=list(prompt_ids), seeds=list(seeds))
     fig.suptitle("one seed, many prompts: the layout follows the seed")
-    fig.tight_layout()
     return fig
 
 
@@ -120,19 +102,11 @@ def attention_good_bad(pipe, info: dict, prompt: str, word: str, good: Sequence[
                        steps: int, guidance: float, size: int, generator_device: str = "cpu"):
     """Images of `prompt` under the best and the worst seeds, each with the attention to `word` beside it."""
     import matplotlib.pyplot as plt
-    import torch
 
-    from ..attention import capture, word_maps
-    from ..generate import seed_noise
-    from ..pipelines import latent_shape
+    from ..attention import word_attention
 
     seeds = list(good) + list(bad)
-    noise = seed_noise(seeds, latent_shape(pipe, size, size), generator_device)
-    with capture(pipe, resolution=min(size, 64)) as store, torch.no_grad():
-        images = pipe([prompt] * len(seeds), latents=noise.to(info["device"], pipe.dtype), num_inference_steps=steps,
-                      guidance_scale=guidance, height=size, width=size, output_type="np",
-                      **info["call_kwargs"]).images
-    maps = word_maps(store, pipe, [prompt] * len(seeds), [word])[word].numpy()
+    images, maps = word_attention(pipe, info, prompt, word, seeds, steps, guidance, size, size, generator_device)
     fig, axes = plt.subplots(2, len(seeds), squeeze=False, figsize=(1.1 * len(seeds) + 0.6, 2.6))
     for j, s in enumerate(seeds):
         axes[0, j].imshow(images[j])
