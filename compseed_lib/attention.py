@@ -11,6 +11,8 @@ counts denoising steps (a registered hook, not a patched forward).
 Maps are kept per (step, layer) for the conditional half of a classifier-free-guidance batch; each map is
 (batch, tokens, resolution, resolution) and sums to one over tokens at every pixel (softmax over keys,
 padding included). `word_maps` merges the tokens of each asked word ("octopuses" may be several tokens).
+With `differentiable=True` the maps stay on the denoiser's device inside the autograd graph (for losses on
+attention, as `methods.guidance` takes); the default detaches them to the CPU.
 
 Usage:
     with capture(pipe, resolution=16) as store:
@@ -34,8 +36,8 @@ from .pipelines import denoiser
 class AttentionStore:
     """Cross-attention maps of one pipeline call: {(step, layer name): (batch, tokens, r, r) float32 CPU}."""
 
-    def __init__(self, resolution: int = 16, cond_only: bool = True):
-        self.resolution, self.cond_only = resolution, cond_only
+    def __init__(self, resolution: int = 16, cond_only: bool = True, differentiable: bool = False):
+        self.resolution, self.cond_only, self.differentiable = resolution, cond_only, differentiable
         self.step = -1  # advanced by the denoiser's pre-hook: 0 during the first denoising step
         self.latent_hw: tuple[int, int] | None = None
         self.records: dict[tuple[int, str], torch.Tensor] = {}
@@ -47,15 +49,16 @@ class AttentionStore:
 
     def add(self, layer: str, probs: torch.Tensor, batch: int, heads: int) -> None:
         """`probs` (batch * heads, queries, tokens) from a cross-attention layer."""
-        p = probs.detach().float().reshape(batch, heads, *probs.shape[1:]).mean(1)  # (B, Q, T)
+        p = probs if self.differentiable else probs.detach()
+        p = p.float().reshape(batch, heads, *probs.shape[1:]).mean(1)  # (B, Q, T)
         if self.cond_only and batch % 2 == 0 and self._guided:
             p = p[batch // 2:]  # [uncond, cond] as diffusers pipelines concatenate them
         h, w = self._grid(p.shape[1])
         grid = p.transpose(1, 2).reshape(p.shape[0], p.shape[2], h, w)
         if (h, w) != (self.resolution, self.resolution):
             grid = F.interpolate(grid, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        key = (self.step, layer)
-        self.records[key] = grid.cpu() if key not in self.records else self.records[key] + grid.cpu()
+        key, grid = (self.step, layer), grid if self.differentiable else grid.cpu()
+        self.records[key] = grid if key not in self.records else self.records[key] + grid
 
     _guided = True  # set by `capture` at each step: the batch holds [uncond, cond]
 
@@ -98,7 +101,7 @@ class CaptureProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         if encoder_hidden_states is not None:
-            with torch.no_grad():
+            with torch.set_grad_enabled(self.store.differentiable and torch.is_grad_enabled()):
                 self._record(attn, hidden_states, encoder_hidden_states, attention_mask)
         return out
 
@@ -131,12 +134,13 @@ def _uses_guidance(pipe) -> bool:
 
 
 @contextmanager
-def capture(pipe, resolution: int = 16, cond_only: bool = True, guided: bool | None = None
-            ) -> Iterator[AttentionStore]:
+def capture(pipe, resolution: int = 16, cond_only: bool = True, guided: bool | None = None,
+            differentiable: bool = False) -> Iterator[AttentionStore]:
     """Record cross-attention of every pipeline call inside the block (see the module docstring); `guided`:
-    whether the calls use classifier-free guidance (None: ask the pipeline at each step)."""
+    whether the calls use classifier-free guidance (None: ask the pipeline at each step); `differentiable`:
+    keep the maps in the autograd graph, on the denoiser's device."""
     net = denoiser(pipe)
-    store = AttentionStore(resolution, cond_only)
+    store = AttentionStore(resolution, cond_only, differentiable)
 
     def begin(_m, args, kwargs):
         store._guided = _uses_guidance(pipe) if guided is None else guided
