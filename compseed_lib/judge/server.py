@@ -8,8 +8,10 @@ with an image: the last user message holds the question text and a data-URL imag
   GET  /stats                 -> {"requests": n, "faults": {kind: n}} (chat requests served; for tests)
 Only the standard library (ThreadingHTTPServer). Each model id is served by a backend
 (`judge/backends/`: the exact mini-world judge today) chosen by the request's `model`. Binds loopback
-only unless --allow-remote. Responses go out without Nagle's delay (TCP_NODELAY), so a kept-alive
-connection does not wait for the client's delayed ACK.
+only unless --allow-remote. Responses go out in one write (headers and body buffered together) without
+Nagle's delay (TCP_NODELAY), so a kept-alive connection never waits for the client's delayed ACK (that
+wait cost ~40 ms a request). `--latency 0.2` holds every chat answer that long (a remote API's round
+trip, for benchmarks: `compseed bench`).
 
 Fault mode (`--fault-rate 0.3`): that share of chat requests gets one of FAULTS instead of its answer —
 a reply after `--fault-delay` seconds (a client timeout), 429 with Retry-After, 500, a truncated JSON
@@ -139,7 +141,8 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "compseed-judge/0.1"
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # one response is several writes: never wait for a delayed ACK
+    disable_nagle_algorithm = True  # TCP_NODELAY: never wait for the client's delayed ACK
+    wbufsize = -1  # buffered: headers and body leave in one write when the handler flushes
 
     def _send(self, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
@@ -210,6 +213,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._fault(fault, model)
             if fault:  # answer, but only after the client has given up
                 time.sleep(self.server.faults.delay)
+            if self.server.latency:
+                time.sleep(self.server.latency)
             answer = self.server.backends[model].answer(question, image)
         except (BadRequest, json.JSONDecodeError) as e:
             return self._error(400, str(e))
@@ -257,6 +262,7 @@ class _Server(ThreadingHTTPServer):
     backends: dict[str, Backend]
     faults: FaultPlan
     token: str | None = None
+    latency = 0.0  # seconds added to every chat answer
     requests = 0
     _lock = threading.Lock()
 
@@ -282,9 +288,12 @@ def is_loopback(host: str) -> bool:
 
 def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False,
                 models: tuple[str, ...] = DEFAULT_MODELS, faults: FaultPlan | None = None,
-                token: str | None = None) -> ThreadingHTTPServer:
+                token: str | None = None, latency: float = 0.0) -> ThreadingHTTPServer:
     """A bound (not yet serving) judge server for `models`; non-loopback hosts need allow_remote=True and
-    a `token`, which every request must then bring as `Authorization: Bearer <token>`."""
+    a `token`, which every request must then bring as `Authorization: Bearer <token>`; `latency` seconds
+    are added to every chat answer."""
+    if not latency >= 0:
+        raise ValueError(f"latency {latency!r}: seconds added to each answer, must be >= 0")
     if not is_loopback(host) and not allow_remote:
         raise ValueError(f"refusing to bind {host!r}: the judge server listens on loopback only "
                          f"(use 127.0.0.1, or --allow-remote if you really mean to expose it)")
@@ -296,6 +305,7 @@ def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = 
     httpd.backends = backends
     httpd.faults = faults or FaultPlan()
     httpd.token = token
+    httpd.latency = float(latency)
     return httpd
 
 
@@ -324,12 +334,12 @@ def _exit_with(httpd, pid: int, every: float = 0.5) -> None:
 
 def serve(host: str = "127.0.0.1", port: int = 8765, port_file: str | Path | None = None,
           allow_remote: bool = False, exit_with: int | None = None, faults: FaultPlan | None = None,
-          token: str | None = None) -> None:
+          token: str | None = None, latency: float = 0.0) -> None:
     """Serve until interrupted (or until process `exit_with` ends); writes the bound port to `port_file`
     once listening."""
     from ..store import atomic_write_text
 
-    httpd = make_server(host, port, allow_remote, faults=faults, token=token)
+    httpd = make_server(host, port, allow_remote, faults=faults, token=token, latency=latency)
     if exit_with:
         _exit_with(httpd, exit_with)
     bound = httpd.server_address[1]
@@ -359,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--fault-delay", type=float, default=2.0, help="seconds a 'timeout' fault waits")
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a '429' fault, seconds")
+    p.add_argument("--latency", type=float, default=0.0,
+                   help="seconds added to every chat answer (a remote API's round trip; benchmarks)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request (debug)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         faults = FaultPlan(args.fault_rate, tuple(k for k in args.fault_mix.split(",") if k), args.fault_seed,
                            args.fault_delay, args.retry_after)
         serve(args.host, args.port, args.port_file, args.allow_remote, args.exit_with, faults,
-              os.environ.get(TOKEN_ENV) or None)
+              os.environ.get(TOKEN_ENV) or None, args.latency)
     except (ValueError, OSError) as e:
         log.error("%s", e)
         return 2
