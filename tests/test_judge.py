@@ -111,7 +111,7 @@ def test_server_answers_counts_and_relations_through_openai_client(endpoint):
     base_url, model, key = endpoint
     assert model == "miniworld-exact" and key == "not-needed"
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30)
-    assert [m.id for m in client.models.list().data] == ["miniworld-exact"]
+    assert [m.id for m in client.models.list().data] == ["miniworld-exact", "miniworld-planner"]
     cases = [("star", "stars", 3), ("box", "boxes", 5), ("ball", "balls", 2)]
     for seed, (kind, plural, n) in enumerate(cases):
         img = render_count(kind, n, "on the sand", seed=seed).image
@@ -355,7 +355,7 @@ def test_server_binds_loopback_only_unless_told_otherwise():
     assert main(["--host", "0.0.0.0", "--port", "0"]) == 2  # the CLI refuses too, with the message logged
     httpd = make_server("127.0.0.1", 0)
     try:
-        assert httpd.server_address[0] == "127.0.0.1" and list(httpd.backends) == ["miniworld-exact"]
+        assert httpd.server_address[0] == "127.0.0.1" and list(httpd.backends) == ["miniworld-exact", "miniworld-planner"]
     finally:
         httpd.server_close()
 

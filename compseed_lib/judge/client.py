@@ -170,11 +170,16 @@ class JudgeClient:
         url = f"data:{mime};base64,{base64.b64encode(image_png).decode('ascii')}"
         messages = [{"role": "user", "content": [{"type": "text", "text": question},
                                                  {"type": "image_url", "image_url": {"url": url}}]}]
+        return await self.complete(messages, RESPONSE_FORMAT, answer_content)
+
+    async def complete(self, messages: list[dict], response_format: dict, read):
+        """`read(reply, structured)` of one chat completion (retries included): `read` raises ValueError
+        (or _Malformed) for a reply it cannot use, which is retried like a malformed reply."""
         attempt = 0
         async with self.semaphore:
             while True:
                 structured = self.structured
-                extra = {"response_format": RESPONSE_FORMAT} if structured else {}
+                extra = {"response_format": response_format} if structured else {}
                 self.sent += 1
                 try:
                     resp = await self.client.chat.completions.create(
@@ -201,9 +206,9 @@ class JudgeClient:
                 except openai.APIStatusError as e:
                     raise JudgeError(f"{self._where()} answered {e.status_code}: {e}") from None
                 try:
-                    return answer_content(resp, structured)
-                except _Malformed as e:
-                    await self._retry_or_fail(attempt, e)
+                    return read(resp, structured)
+                except (_Malformed, ValueError) as e:
+                    await self._retry_or_fail(attempt, e if isinstance(e, _Malformed) else _Malformed(str(e)))
                     attempt += 1
 
     async def _retry_or_fail(self, attempt: int, e: BaseException) -> None:

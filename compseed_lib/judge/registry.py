@@ -1,4 +1,5 @@
-"""Judges by name: each maps to an OpenAI-compatible endpoint, a model and where its API key lives.
+"""Judges by name: each maps to an OpenAI-compatible endpoint, a model and where its API key lives
+(the regional-prompting planner is reached the same way: "miniworld-planner", or gpt-4o / a vLLM server).
 
 Inputs: a `config.JudgeConfig` (registry name plus optional base_url / model / api_key_env overrides).
 Outputs: a resolved `JudgeSpec`; `open_endpoint(cfg)` yields (base_url, model, api_key), starting
@@ -49,6 +50,9 @@ class JudgeSpec:
 JUDGES: dict[str, JudgeSpec] = {
     "miniworld-local": JudgeSpec("miniworld-local", None, "miniworld-exact", None, local=True,
                                  key_required=False),
+    # the rule-based mini-world planner of regional prompting (methods/planner.py), served beside the judge
+    "miniworld-planner": JudgeSpec("miniworld-planner", None, "miniworld-planner", None, local=True,
+                                   key_required=False),
     "gpt-4o": JudgeSpec("gpt-4o", "https://api.openai.com/v1", "gpt-4o", "OPENAI_API_KEY", local=False),
     "vllm-qwen2-vl": JudgeSpec("vllm-qwen2-vl", "http://127.0.0.1:8000/v1", "Qwen/Qwen2-VL-7B-Instruct",
                                "VLLM_API_KEY", local=False, key_required=False),

@@ -4,10 +4,12 @@ Speaks just enough of the chat-completions protocol for `openai.OpenAI(...).chat
 with an image: the last user message holds the question text and a data-URL image (PNG/JPEG).
   GET  /v1/models             -> {"object": "list", "data": [{"id": "miniworld-exact", ...}]}
   POST /v1/chat/completions   -> a chat.completion whose content is "3" / "yes" / "no", or
-                                 {"answer": "..."} as JSON when response_format asks for JSON
+                                 {"answer": "..."} as JSON when response_format asks for JSON;
+                                 for a text-only model (the planner) the backend's own JSON
   GET  /stats                 -> {"requests": n, "faults": {kind: n}} (chat requests served; for tests)
 Only the standard library (ThreadingHTTPServer). Each model id is served by a backend
-(`judge/backends/`: the exact mini-world judge today) chosen by the request's `model`. Binds loopback
+(`judge/backends/`: the exact mini-world judge, the rule-based mini-world planner "miniworld-planner")
+chosen by the request's `model`. Binds loopback
 only unless --allow-remote. Responses go out in one write (headers and body buffered together) without
 Nagle's delay (TCP_NODELAY), so a kept-alive connection never waits for the client's delayed ACK (that
 wait cost ~40 ms a request). `--latency 0.2` holds every chat answer that long (a remote API's round
@@ -44,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from .backends import Backend, make_backend
 
 log = logging.getLogger(__name__)
-DEFAULT_MODELS = ("miniworld-exact",)
+DEFAULT_MODELS = ("miniworld-exact", "miniworld-planner")
 TOKEN_ENV = "COMPSEED_JUDGE_TOKEN"  # the token a non-loopback server requires (never on the command line)
 FAULTS = ("timeout", "429", "500", "truncated", "schema", "empty", "refusal")
 MAX_BODY = 32 * 1024 * 1024  # bytes; a 1024x1024 PNG as base64 is well under this
@@ -71,8 +73,9 @@ def decode_image(url: str) -> Image.Image:
     return img.convert("RGB")
 
 
-def split_message(body: dict) -> tuple[str, Image.Image]:
-    """(question text, image) from the last user message of a chat-completions request body."""
+def split_message(body: dict, needs_image: bool = True) -> tuple[str, Image.Image | None]:
+    """(question text, image) from the last user message of a chat-completions request body; a model
+    that reads text only (`needs_image` False) takes a message without an image (image None)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty list")
@@ -94,6 +97,8 @@ def split_message(body: dict) -> tuple[str, Image.Image]:
                 urls.append(iu.get("url") if isinstance(iu, dict) else iu)
     else:
         raise BadRequest("message content must be a string or a list of content parts")
+    if not needs_image and not urls:
+        return " ".join(texts).strip(), None
     if len(urls) != 1:
         raise BadRequest(f"the last user message must hold exactly one image_url part, found {len(urls)}")
     return " ".join(texts).strip(), decode_image(urls[0])
@@ -207,7 +212,8 @@ class Handler(BaseHTTPRequestHandler):
             if model not in self.server.backends:
                 return self._error(404, f"model {model!r} not found; this server serves "
                                         f"{sorted(self.server.backends)}", "not_found_error")
-            question, image = split_message(body)
+            backend = self.server.backends[model]
+            question, image = split_message(body, getattr(backend, "needs_image", True))
             fault = self.server.faults.draw()
             if fault and fault != "timeout":
                 return self._fault(fault, model)
@@ -215,7 +221,7 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.faults.delay)
             if self.server.latency:
                 time.sleep(self.server.latency)
-            answer = self.server.backends[model].answer(question, image)
+            answer = backend.answer(question, image)
         except (BadRequest, json.JSONDecodeError) as e:
             return self._error(400, str(e))
         except Exception as e:  # a judge bug must give a 500 the client can report, not a dropped socket
@@ -223,7 +229,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(500, f"judge error: {type(e).__name__}: {e}", "server_error")
         fmt = body.get("response_format") or {}
         as_json = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
-        self._send(200, completion(json.dumps({"answer": answer}) if as_json else answer, model))
+        wrap = as_json and not getattr(backend, "answers_json", False)  # a planner's answer is its JSON
+        self._send(200, completion(json.dumps({"answer": answer}) if wrap else answer, model))
 
     def _fault(self, kind: str, model: str) -> None:
         """Reply with fault `kind` (FAULTS) instead of an answer."""
@@ -358,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     """`compseed serve-judge` / `python -m compseed_lib.judge.server`."""
     p = argparse.ArgumentParser(prog="compseed serve-judge",
                                 description="OpenAI-compatible judge server answering with the exact "
-                                            "mini-world judge.")
+                                            "mini-world judge (model miniworld-exact) and planning "
+                                            "regions with the rule-based mini-world planner "
+                                            "(model miniworld-planner).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback unless --allow-remote)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--port-file", help="write the bound port here once listening")

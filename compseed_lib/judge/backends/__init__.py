@@ -7,11 +7,14 @@ for, so later ones (an offline detector, a rule-based planner) are one more entr
 Interface:
     class Backend:
         model_id: str
-        def answer(self, question: str, image: PIL.Image.Image) -> str: ...
+        needs_image: bool = True    # optional; False: text-only requests (image None), the planner
+        answers_json: bool = False  # optional; True: the answer is already the reply's JSON content
+        def answer(self, question: str, image: PIL.Image.Image | None) -> str: ...
 
 Usage:
     backend = make_backend("miniworld-exact")
     backend.answer("How many balls are in this image? Answer with a single number.", image)  # '3'
+    make_backend("miniworld-planner").answer("two balls, on the sand", None)  # '{"split_ratio": ...}'
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ class Backend(Protocol):
 
     model_id: str
 
-    def answer(self, question: str, image: Image.Image) -> str:
+    def answer(self, question: str, image: Image.Image | None) -> str:
         """The answer text."""
         ...
 
@@ -37,7 +40,13 @@ def _miniworld() -> Backend:
     return MiniworldJudge()
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld}
+def _planner() -> Backend:
+    from .planner import MiniworldPlanner
+
+    return MiniworldPlanner()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld, "miniworld-planner": _planner}
 
 
 def make_backend(model_id: str) -> Backend:
