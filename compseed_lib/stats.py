@@ -6,6 +6,9 @@ One home for each formula, so every table agrees (DESIGN §1, honesty rule):
   on the same (prompt, seed) pairs.
 - `paired_bootstrap(a, b, groups)`: difference in accuracy between two arms with a 95% interval,
   resampling whole groups (prompts) so pairs stay together.
+- `group_bootstrap(num, den, strata)`: a ratio of per-group sums (e.g. correct images / images, per
+  prompt), averaged over strata (tasks), with a percentile interval from resampling groups within each
+  stratum — the benchmarks' metrics (GenEval's mean over tasks, VISOR_cond = correct / both found).
 
 Inputs: counts, or boolean arrays aligned pair by pair (NA = unknown answers are dropped pairwise).
 Outputs: floats and small dicts; nothing is printed.
@@ -16,6 +19,8 @@ Usage:
     paired_bootstrap(base, tuned, groups=prompt_ids, n=2000, seed=0)   # {'diff', 'lo', 'hi', ...}
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import stats as _st
@@ -82,3 +87,35 @@ def paired_bootstrap(a, b, groups=None, n: int = 2000, seed: int = 0, alpha: flo
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     return {"diff": float(y.mean() - x.mean()), "lo": float(lo), "hi": float(hi), "n_pairs": int(len(x)),
             "n_groups": int(len(labels))}
+
+
+def group_bootstrap(num, den, strata=None, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """mean over strata of sum(num) / sum(den), one entry per group, with a percentile interval from
+    resampling groups within each stratum; {'value', 'lo', 'hi', 'n_groups'} (NaN when a stratum has no
+    denominator)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"num and den must be 1-D and of equal length, got {num.shape} and {den.shape}")
+    st = np.zeros(len(num), dtype=int) if strata is None else np.unique(np.asarray(strata, dtype=str),
+                                                                          return_inverse=True)[1]
+    if len(st) != len(num):
+        raise ValueError(f"strata must align with the groups ({len(st)} vs {len(num)})")
+    if len(num) == 0:
+        return {"value": float("nan"), "lo": float("nan"), "hi": float("nan"), "n_groups": 0}
+    rng = np.random.default_rng(seed)
+    point, draws = [], []
+    for s in np.unique(st):
+        x, d = num[st == s], den[st == s]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            point.append(x.sum() / d.sum() if d.sum() else np.nan)
+            w = np.stack([np.bincount(rng.integers(0, len(x), len(x)), minlength=len(x)) for _ in range(n)])
+            wd = w @ d
+            draws.append(np.where(wd > 0, (w @ x) / np.where(wd > 0, wd, 1), np.nan))
+    value = float(np.mean(point))
+    with warnings.catch_warnings():  # a resample whose strata all lack a denominator is NaN, and dropped
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot = np.nanmean(np.stack(draws), axis=0) if np.isfinite(value) else np.full(n, np.nan)
+    lo, hi = (np.nanquantile(boot, [alpha / 2, 1 - alpha / 2]) if np.isfinite(boot).any() else (np.nan, np.nan))
+    return {"value": value, "lo": float(lo), "hi": float(hi), "n_groups": int(len(num))}

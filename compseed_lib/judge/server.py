@@ -9,7 +9,8 @@ with an image: the last user message holds the question text and a data-URL imag
   GET  /stats                 -> {"requests": n, "faults": {kind: n}} (chat requests served; for tests)
 Only the standard library (ThreadingHTTPServer). Each model id is served by a backend
 (`judge/backends/`: the exact mini-world judge, the rule-based mini-world planner "miniworld-planner")
-chosen by the request's `model`. Binds loopback
+chosen by the request's `model`; `--models` picks which are served (the offline OpenCV detectors
+"coco-detector" / "face-detector" of `backends/detector.py` answer counts, relations and boxes). Binds loopback
 only unless --allow-remote. Responses go out in one write (headers and body buffered together) without
 Nagle's delay (TCP_NODELAY), so a kept-alive connection never waits for the client's delayed ACK (that
 wait cost ~40 ms a request). `--latency 0.2` holds every chat answer that long (a remote API's round
@@ -341,12 +342,12 @@ def _exit_with(httpd, pid: int, every: float = 0.5) -> None:
 
 def serve(host: str = "127.0.0.1", port: int = 8765, port_file: str | Path | None = None,
           allow_remote: bool = False, exit_with: int | None = None, faults: FaultPlan | None = None,
-          token: str | None = None, latency: float = 0.0) -> None:
-    """Serve until interrupted (or until process `exit_with` ends); writes the bound port to `port_file`
-    once listening."""
+          token: str | None = None, latency: float = 0.0, models: tuple[str, ...] = DEFAULT_MODELS) -> None:
+    """Serve `models` until interrupted (or until process `exit_with` ends); writes the bound port to
+    `port_file` once listening."""
     from ..store import atomic_write_text
 
-    httpd = make_server(host, port, allow_remote, faults=faults, token=token, latency=latency)
+    httpd = make_server(host, port, allow_remote, models=models, faults=faults, token=token, latency=latency)
     if exit_with:
         _exit_with(httpd, exit_with)
     bound = httpd.server_address[1]
@@ -380,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a '429' fault, seconds")
     p.add_argument("--latency", type=float, default=0.0,
                    help="seconds added to every chat answer (a remote API's round trip; benchmarks)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated model ids to serve, e.g. miniworld-exact,coco-detector (the offline "
+                        "detectors need the `detector` extra; see judge/backends/detector.py)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request (debug)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -388,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         faults = FaultPlan(args.fault_rate, tuple(k for k in args.fault_mix.split(",") if k), args.fault_seed,
                            args.fault_delay, args.retry_after)
         serve(args.host, args.port, args.port_file, args.allow_remote, args.exit_with, faults,
-              os.environ.get(TOKEN_ENV) or None, args.latency)
+              os.environ.get(TOKEN_ENV) or None, args.latency, tuple(m for m in args.models.split(",") if m))
     except (ValueError, OSError) as e:
         log.error("%s", e)
         return 2

@@ -46,7 +46,19 @@ def _planner() -> Backend:
     return MiniworldPlanner()
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld, "miniworld-planner": _planner}
+def _detector(model_id: str) -> Callable[[], Backend]:
+    def make() -> Backend:
+        from .detector import make_detector
+
+        return make_detector(model_id)
+
+    return make
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld, "miniworld-planner": _planner,
+                                              # offline OpenCV detectors (the `detector` extra; served on request)
+                                              "coco-detector": _detector("coco-detector"),
+                                              "face-detector": _detector("face-detector")}
 
 
 def make_backend(model_id: str) -> Backend:
