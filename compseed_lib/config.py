@@ -50,6 +50,7 @@ class GenerateConfig:
     height: int = 32
     width: int = 32
     batch_size: int = 16
+    threads: int | None = None  # torch CPU threads while generating; None: half the cores (generate.default_threads)
 
 
 @dataclass
@@ -164,6 +165,8 @@ def check_generate(g: GenerateConfig, seeds: bool = True) -> GenerateConfig:
             raise _bad(f"generate.{key}", value, "must be a positive integer")
     if g.guidance < 0:
         raise _bad("generate.guidance", g.guidance, "must be >= 0")
+    if g.threads is not None and (isinstance(g.threads, bool) or not isinstance(g.threads, int) or g.threads < 1):
+        raise _bad("generate.threads", g.threads, "a positive number of CPU threads, or null for half the cores")
     return g
 
 

@@ -16,6 +16,12 @@ between batch sizes. Nothing relies on them being equal: the ledger records each
 resume compares a file with the hash written for it, and a judgement belongs to the hash it judged (an
 image made again, by any batch size, is judged again).
 
+Speed (measured by `compseed bench`, reports/bench/): one pipeline call per batch (classifier-free
+guidance's two halves already go through the denoiser as one batch in diffusers); PNG encoding, hashing,
+file writes and the batch's ledger rows run on a writer thread while the next batch denoises; on CPU the
+pipeline runs on `generate.threads` torch threads (default: half the cores, divided among the local
+processes), because on a shared machine extra threads made the same batch 3x slower and erratic.
+
 Resume: a job is skipped when its row and file exist and the file's sha256 matches the row; a file
 that does not match (or has no row) is regenerated. PNGs are written atomically, rows after them,
 so a run killed at any point and started again ends with every image exactly once. A stage keeps one
@@ -32,9 +38,12 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +54,7 @@ from . import pipelines
 from .config import GenerateConfig, check_generate, check_seeds
 from .progress import bar as progress_bar
 from .prompts import Prompt
-from .store import Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
+from .store import Ledger, Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 SETTINGS = ("model", "sampler", "steps", "guidance", "height", "width", "generator_device", "dtype")
@@ -150,9 +159,30 @@ def _pending(run: Run, stage: str, jobs: Sequence[Job], existing: pd.DataFrame) 
 
 
 # ------------------------------------------------------------------ generation
-def _run_batch(run: Run, stage: str, pipe, batch: Sequence[Job], cfg: GenerateConfig, settings: dict,
-               shape: tuple[int, int, int], info: dict, extra: dict) -> list[dict]:
-    """One pipeline call for a batch; PNGs written atomically; returns their ledger rows."""
+def default_threads(processes: int | None = None) -> int:
+    """CPU threads for one generating process: half the cores (the rest for the writer thread, a local
+    judge and the machine's other users), shared among this machine's processes (LOCAL_WORLD_SIZE)."""
+    processes = processes or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, (os.cpu_count() or 2) // 2 // max(1, processes))
+
+
+@contextmanager
+def torch_threads(n: int | None, device: str = "cpu") -> Iterator[int]:
+    """Run the block with `n` torch threads on CPU (None: `default_threads()`); restored afterwards."""
+    if torch.device(device).type != "cpu":
+        yield torch.get_num_threads()
+        return
+    before, n = torch.get_num_threads(), n or default_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def _denoise_batch(pipe, batch: Sequence[Job], cfg: GenerateConfig, shape: tuple[int, int, int], info: dict,
+                   extra: dict) -> list:
+    """One pipeline call for a batch: the PIL images, in the batch's order."""
     device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
     gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
     drawn = [_seeded(j.seed, shape, gen_device) for j in batch]
@@ -162,6 +192,11 @@ def _run_batch(run: Run, stage: str, pipe, batch: Sequence[Job], cfg: GenerateCo
                       generator=[gen for _, gen in drawn], num_inference_steps=cfg.steps,
                       guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width, output_type="pil",
                       **extra).images
+    return images
+
+
+def _write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, settings: dict, ledger: Ledger) -> None:
+    """PNGs written atomically, then the batch's ledger rows in one transaction."""
     rows = []
     for job, image in zip(batch, images, strict=True):
         buf = io.BytesIO()
@@ -173,17 +208,22 @@ def _run_batch(run: Run, stage: str, pipe, batch: Sequence[Job], cfg: GenerateCo
         rows.append(dict(stage=stage, prompt_id=p.id, seed=job.seed, prompt=p.text, kind=p.kind,
                          category=p.category, target=p.target, **settings,
                          path=path.relative_to(run.root).as_posix(), sha256=sha256_bytes(data)))
-    return rows
+    ledger.add_images(rows)
 
 
 def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: GenerateConfig,
-             progress: bool = True, shard: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Make every job's image not already made (this shard's share); return the stage's image rows."""
+             progress: bool = True, shard: tuple[int, int] | None = None, ledger: Ledger | None = None
+             ) -> pd.DataFrame:
+    """Make every job's image not already made (this shard's share); return the stage's image rows.
+    `ledger`: where the rows go (a shard's `run.part_ledger`; rows already there count as made)."""
     # 1. Check inputs before any pipeline work
     k, n = _check_inputs(stage, jobs, cfg, shard)
     shape = pipelines.latent_shape(pipe, cfg.height, cfg.width)
     settings = stage_settings(info, cfg)
+    out = ledger or run.ledger
     existing = run.ledger.images(stage)
+    if ledger is not None:
+        existing = pd.concat([existing, ledger.images(stage)]).drop_duplicates(["prompt_id", "seed"], keep="last")
     check_stage_settings(run, stage, existing, settings)
     # 2. This shard's jobs (index % n == k); clear what a killed run left, skip what is done
     mine = list(jobs)[k::n]
@@ -192,32 +232,55 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
     for problem in pipelines.prompt_problems(pipe, [j.prompt.text for j in todo]):
         log.warning("%s", problem)
     # 3. Generate batch by batch; rows go in after their PNGs
+    #    on a writer thread: batch i is written while batch i + 1 denoises (one batch in flight at most)
     extra = pipelines.call_kwargs(pipe)
     start = time.perf_counter()
-    with progress_bar(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar:
-        for i in range(0, len(todo), cfg.batch_size):
+    writing: tuple[Future, int] | None = None
+    with progress_bar(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar, \
+            torch_threads(cfg.threads, info["device"]), ThreadPoolExecutor(1, thread_name_prefix="png") as writer:
+        for i in range(0, len(todo) + cfg.batch_size, cfg.batch_size):
             batch = todo[i:i + cfg.batch_size]
-            run.ledger.add_images(_run_batch(run, stage, pipe, batch, cfg, settings, shape, info, extra))
-            bar.update(len(batch))
+            images = _denoise_batch(pipe, batch, cfg, shape, info, extra) if batch else []
+            if writing is not None:
+                writing[0].result()  # the writer's error is raised here, in the caller
+                bar.update(writing[1])
+            writing = (writer.submit(_write_batch, run, stage, batch, images, settings, out), len(batch)) if batch else None
     # 4. Summary
     seconds = time.perf_counter() - start
     log.info("stage %s%s: generated %d, skipped %d, %.1f s, %.2f images/s", stage,
              f" shard {k}/{n}" if n > 1 else "", len(todo), len(mine) - len(todo), seconds,
              len(todo) / seconds if todo and seconds > 0 else 0.0)
-    return run.ledger.images(stage)
+    return out.images(stage)
 
 
 def generate_distributed(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: GenerateConfig,
                          progress: bool = True) -> pd.DataFrame:
-    """`generate` under `accelerate launch`: each process takes its shard on its own device."""
+    """`generate` under `accelerate launch` (processes on one or many machines sharing the run folder): each
+    process takes its shard on its own device and writes its own ledger part; the main process merges the
+    parts by key, first those a killed launch left (so each shard resumes), then the new ones."""
     from accelerate import PartialState
 
     state = PartialState()
+    if state.num_processes == 1:
+        run.merge_parts()  # what a killed launch's shards made
+        return generate(run, stage, pipe, info, jobs, cfg, progress=progress)
     on_accelerator = torch.device(info["device"]).type == state.device.type != "cpu"
     if on_accelerator and str(state.device) != info["device"]:  # one GPU per process
         pipe.to(state.device)
         info = {**info, "device": str(state.device)}
+    merge_parts_on_main(run, state)
     generate(run, stage, pipe, info, jobs, cfg, progress=progress and state.is_local_main_process,
-             shard=(state.process_index, state.num_processes))
-    state.wait_for_everyone()
+             shard=(state.process_index, state.num_processes),
+             ledger=run.part_ledger(state.process_index, state.num_processes))
+    merge_parts_on_main(run, state)
     return run.ledger.images(stage)
+
+
+def merge_parts_on_main(run: Run, state) -> None:
+    """Every process waits; the main process folds the ledger parts into the ledger; every process waits."""
+    state.wait_for_everyone()
+    if state.is_main_process:
+        n = run.merge_parts()
+        if n:
+            log.info("merged %d ledger rows from the shards' parts", n)
+    state.wait_for_everyone()

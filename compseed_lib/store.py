@@ -4,11 +4,14 @@ Layout of `runs/<name>/`:
   config.yaml            the resolved config plus library versions
   images/<stage>/<prompt_id>_s<seed:06d>.png
   ledger.sqlite          table `images` (a row per image) and `judgements` (a row per question asked)
+  ledger-parts/*.sqlite  under `accelerate launch`: each process's rows, merged into ledger.sqlite by key
   tables/*.csv, figures/*.png
 
 Every write is atomic (temp file + rename) and every row has a primary key, so a stage killed at
 any point and started again skips what is done and never duplicates a row. SQLite in WAL mode with
-a busy timeout lets several processes (one per shard) write at once.
+a busy timeout lets several processes (one per shard) write at once on one machine; across machines
+(or to keep writers apart) each shard writes its own part (`run.part_ledger(k, n)`) and `run.merge_parts()`
+folds every part into the ledger by key (a part left by a killed launch is merged by the next one).
 
 Usage:
     run = Run.create(cfg)            # or Run.open("runs/mini")
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS judgements (
   created REAL, PRIMARY KEY (stage, prompt_id, seed, judge_model, question));
 CREATE INDEX IF NOT EXISTS judgement_cache ON judgements (image_sha256, judge_model, question);
 """
+PARTS = "ledger-parts"
 _SAFE_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -157,15 +161,27 @@ class Ledger:
         is; a row that judged an earlier version of the image (another sha256) is replaced."""
         if not rows:
             return
-        cols = JUDGEMENT_COLUMNS
-        key = ("stage", "prompt_id", "seed", "judge_model", "question")
-        update = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in key)
         with self.connect() as con:
-            con.executemany(
-                f"INSERT INTO judgements ({','.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
-                f"ON CONFLICT ({','.join(key)}) DO UPDATE SET {update} "
-                f"WHERE judgements.image_sha256 IS NOT excluded.image_sha256",
-                [[r.get(c, time.time() if c == "created" else None) for c in cols] for r in rows])
+            con.executemany(f"{_UPSERT_JUDGEMENT} VALUES ({','.join('?' * len(JUDGEMENT_COLUMNS))}) {_ON_CONFLICT}",
+                            [[r.get(c, time.time() if c == "created" else None) for c in JUDGEMENT_COLUMNS]
+                             for r in rows])
+
+    def merge(self, part: str | Path) -> tuple[int, int]:
+        """Fold another ledger file's rows into this one by key (images replaced, judgements as in
+        `add_judgements`); (image rows, judgement rows) read from it."""
+        with self.connect() as con:
+            con.execute("ATTACH DATABASE ? AS part", (str(part),))
+            try:
+                n_img = con.execute("SELECT COUNT(*) FROM part.images").fetchone()[0]
+                n_jud = con.execute("SELECT COUNT(*) FROM part.judgements").fetchone()[0]
+                con.execute(f"INSERT OR REPLACE INTO images ({','.join(IMAGE_COLUMNS)}) "
+                            f"SELECT {','.join(IMAGE_COLUMNS)} FROM part.images")
+                con.execute(f"{_UPSERT_JUDGEMENT} SELECT {','.join(JUDGEMENT_COLUMNS)} FROM part.judgements "
+                            f"WHERE true {_ON_CONFLICT}")  # WHERE: SQLite's parsing rule for upsert-select
+                con.commit()
+            finally:
+                con.execute("DETACH DATABASE part")
+        return n_img, n_jud
 
     def cached_answer(self, image_sha256: str, judge_model: str, question: str) -> str | None:
         """Raw answer already given for this image hash, judge and question, if any."""
@@ -202,6 +218,13 @@ class Ledger:
         return df
 
 
+_JUDGEMENT_KEY = ("stage", "prompt_id", "seed", "judge_model", "question")
+_UPSERT_JUDGEMENT = f"INSERT INTO judgements ({','.join(JUDGEMENT_COLUMNS)})"
+_ON_CONFLICT = (f"ON CONFLICT ({','.join(_JUDGEMENT_KEY)}) DO UPDATE SET "
+                f"{', '.join(f'{c}=excluded.{c}' for c in JUDGEMENT_COLUMNS if c not in _JUDGEMENT_KEY)} "
+                f"WHERE judgements.image_sha256 IS NOT excluded.image_sha256")
+
+
 class Run:
     """A run directory: config, images, ledger, tables and figures."""
 
@@ -235,6 +258,19 @@ class Run:
         data = yaml.safe_load((self.root / "config.yaml").read_text())
         data.pop("versions", None)
         return config_from_dict(data)
+
+    def part_ledger(self, index: int, count: int) -> Ledger:
+        """The ledger part that shard `index` of `count` writes (`merge_parts` folds it in)."""
+        return Ledger(self.root / PARTS / f"part-{index:04d}-of-{count:04d}.sqlite")
+
+    def merge_parts(self) -> int:
+        """Fold every ledger part into the ledger by key and delete it; the number of rows merged."""
+        rows = 0
+        for part in sorted((self.root / PARTS).glob("part-*.sqlite")):
+            rows += sum(self.ledger.merge(part))
+            for f in (part, part.with_name(part.name + "-wal"), part.with_name(part.name + "-shm")):
+                f.unlink(missing_ok=True)
+        return rows
 
     def image_path(self, stage: str, prompt_id: str, seed: int) -> Path:
         """Where the image of (stage, prompt id, seed) lives."""
