@@ -183,15 +183,8 @@ def torch_threads(n: int | None, device: str = "cpu") -> Iterator[int]:
 def _denoise_batch(pipe, batch: Sequence[Job], cfg: GenerateConfig, shape: tuple[int, int, int], info: dict,
                    extra: dict) -> list:
     """One pipeline call for a batch: the PIL images, in the batch's order."""
-    device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
-    gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
-    drawn = [_seeded(j.seed, shape, gen_device) for j in batch]
-    latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (B, C, h, w)
-    with torch.inference_mode():
-        images = pipe(prompt=[j.prompt.text for j in batch], latents=latents,
-                      generator=[gen for _, gen in drawn], num_inference_steps=cfg.steps,
-                      guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width, output_type="pil",
-                      **extra).images
+    images = render(pipe, info, [j.prompt.text for j in batch], [j.seed for j in batch], cfg.steps, cfg.guidance,
+                    cfg.height, cfg.width, extra, shape)
     return images
 
 
@@ -209,6 +202,22 @@ def _write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, setti
                          category=p.category, target=p.target, **settings,
                          path=path.relative_to(run.root).as_posix(), sha256=sha256_bytes(data)))
     ledger.add_images(rows)
+
+
+def render(pipe, info: dict, texts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float, height: int,
+           width: int, extra: dict | None = None, shape: tuple[int, int, int] | None = None) -> list:
+    """One pipeline call, in memory: PIL images of (text, seed) pairs from the engine's per-seed noise and
+    generators (the pixels `generate` writes for the same settings and batch)."""
+    device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
+    gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
+    shape = shape or pipelines.latent_shape(pipe, height, width)
+    drawn = [_seeded(s, shape, gen_device) for s in seeds]
+    latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (B, C, h, w)
+    extra = pipelines.call_kwargs(pipe) if extra is None else extra
+    with torch.inference_mode():
+        return pipe(prompt=list(texts), latents=latents, generator=[gen for _, gen in drawn],
+                    num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+                    output_type="pil", **extra).images
 
 
 def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: GenerateConfig,
