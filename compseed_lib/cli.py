@@ -4,6 +4,7 @@
     compseed serve-judge [--host 127.0.0.1] [--port 8765]
     compseed judge-accuracy [--n 2000] [--out reports/judge_accuracy.md]
     compseed prompts miniworld train
+    compseed bench [--quick] [--only generation,judging] [--out reports/bench]
     compseed finetune configs/mini.yaml [--arm qk]
     compseed train-miniworld configs/train/miniworld.yaml
     compseed evaluate-model models/miniworld --seeds 64 --steps 10 --out reports/miniworld_eval
@@ -79,6 +80,14 @@ def _report(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import run_all
+
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    print(run_all(args.out, quick=args.quick, only=only))
+    return 0
+
+
 def _prompts(args) -> int:
     from . import prompts
 
@@ -139,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("world", help="comp90, miniworld or a folder")
     p.add_argument("split", choices=["train", "eval"])
     p.set_defaults(func=_prompts)
+    p = sub.add_parser("bench", help="measure generation, judging, scaling and fine-tuning as ratios "
+                                     "(reports/bench/; the GPU shape: bench/gpu_sd21.py)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to minutes): checks it works")
+    p.add_argument("--only", help="comma-separated: generation, judging, chain, scaling, finetune")
+    p.add_argument("--out", default="reports/bench", help="folder for bench.json and README.md")
+    p.set_defaults(func=_bench)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
     sub.add_parser("judge-accuracy", help="measure the mini-world judge on fresh renders (see --help)")

@@ -59,7 +59,8 @@ class JudgeConfig:
     base_url: str | None = None  # overrides the registry's endpoint
     model: str | None = None
     api_key_env: str | None = None  # name of the environment variable holding the key, never the key
-    concurrency: int = 8
+    concurrency: int | None = None  # requests in flight; None: judge.client.default_concurrency (2 for the
+                                    # kit's own CPU judge on loopback, 32 for a judge server or API)
     timeout: float = 60.0
     max_retries: int = 4
 
@@ -185,7 +186,7 @@ def check_model(m: ModelConfig) -> ModelConfig:
 
 def check_judge(j: JudgeConfig) -> JudgeConfig:
     """Values of the judge section (its name and key: `judge.registry`)."""
-    if j.concurrency < 1:
+    if j.concurrency is not None and j.concurrency < 1:
         raise _bad("judge.concurrency", j.concurrency, "must be >= 1")
     if j.max_retries < 0:
         raise _bad("judge.max_retries", j.max_retries, "must be >= 0")

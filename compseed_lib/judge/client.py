@@ -41,6 +41,8 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each attempt, with jitter
 BACKOFF_CAP = 30.0
 CHECK_TIMEOUT = 10.0  # seconds for the up-front reachability check
+LOCAL_CONCURRENCY = 2  # the kit's own judge shares the CPU with the client: more requests only fight for it
+REMOTE_CONCURRENCY = 32  # a server or API answers many at once: 200 ms latency needs ~32 in flight for 14x
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
@@ -110,6 +112,11 @@ def png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
+def default_concurrency(local: bool) -> int:
+    """Requests in flight when judge.concurrency is unset: few for the kit's own local judge, many for a server."""
+    return LOCAL_CONCURRENCY if local else REMOTE_CONCURRENCY
+
+
 class JudgeClient:
     """One judge endpoint: `check()` once, then `await ask(png, question)` from many tasks."""
 
@@ -118,7 +125,7 @@ class JudgeClient:
         self.max_retries, self.timeout = cfg.max_retries, cfg.timeout
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=cfg.timeout,
                                          max_retries=0)
-        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.semaphore = asyncio.Semaphore(cfg.concurrency or default_concurrency(local=False))
         self.structured = True  # False once the server rejected response_format
         self.sent = 0  # requests sent, retries included
         self.retried: dict[str, int] = {}  # retries by cause

@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..config import JudgeConfig
 from ..progress import bar as progress_bar
 from ..prompts import Prompt
 from ..store import CorruptImageError, Run, sha256_bytes
-from .client import JudgeClient, JudgeFailed, JudgeUnavailable, run_sync
+from .client import JudgeClient, JudgeFailed, JudgeUnavailable, default_concurrency, run_sync
 from .parse import answer_text, is_correct, parse_answer
 from .registry import open_endpoint, resolve
 from .templates import question_for
@@ -158,7 +159,10 @@ async def _ask_all(jobs: list[_Job], stage: str, run: Run, endpoint: tuple[str, 
 def judge_stage(run: Run, stage: str, prompts: list[Prompt], cfg: JudgeConfig,
                 progress: bool = True) -> pd.DataFrame:
     """Judge every image of `stage` whose prompt is in `prompts`; resumable; returns the judgement rows."""
-    model = resolve(cfg).model
+    spec = resolve(cfg)
+    model = spec.model
+    if cfg.concurrency is None:  # the kit's own server (started here) shares this machine's cores
+        cfg = dataclasses.replace(cfg, concurrency=default_concurrency(spec.local and spec.base_url is None))
     jobs, cache = _pending_jobs(run, stage, prompts, model)
     hits = [_row(stage, model, j, cache[(j.sha256, j.question)]) for j in jobs
             if (j.sha256, j.question) in cache]
