@@ -12,8 +12,11 @@ word's tokens. From them:
   - presence: each object's peak (mean of its top 1/16 pixels of the map renormalised over the prompt's words)
     should reach `presence_min`: mean of relu(presence_min - peak);
   - balance: the two objects' attention masses should be alike: |m_A - m_B| / (m_A + m_B).
-The latent moves by -scale * grad (`iterations` times per guided step), then the step is the normal
-classifier-free-guidance step of the pipeline's own scheduler. Prompts without a relation (counting) get no
+The latent moves by -scale * grad (`iterations` times per guided step; InfSplign's code adds the gradient to
+the noise prediction by default and has this latent update as an option), then the step is the normal
+classifier-free-guidance step of the pipeline's own scheduler. The loss reads the layer-averaged map (InfSplign
+averages per-layer losses). The raw gradient is small (rms ~1e-3 on the mini-world generators), hence scales in
+the hundreds. Prompts without a relation (counting) get no
 guidance: their latents are never changed, and the log says so.
 
 Inputs: a loaded diffusers pipeline (SD family or PixArt), prompts (str or `prompts.Prompt`) paired with seeds
