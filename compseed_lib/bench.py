@@ -382,5 +382,5 @@ def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = Fals
         results["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1) if quick \
             else bench_scaling(processes=tuple(p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)))
     if "finetune" in todo:
-        results["finetune"] = bench_finetune(steps=(1, 3), batch=4, images=8) if quick else bench_finetune()
+        results["finetune"] = bench_finetune(steps=(1, 8), batch=4, images=8) if quick else bench_finetune()
     return write_report(results, out_dir)
