@@ -355,7 +355,8 @@ def test_server_binds_loopback_only_unless_told_otherwise():
     assert main(["--host", "0.0.0.0", "--port", "0"]) == 2  # the CLI refuses too, with the message logged
     httpd = make_server("127.0.0.1", 0)
     try:
-        assert httpd.server_address[0] == "127.0.0.1" and list(httpd.backends) == ["miniworld-exact", "miniworld-planner"]
+        assert httpd.server_address[0] == "127.0.0.1"
+        assert list(httpd.backends) == ["miniworld-exact", "miniworld-planner"]
     finally:
         httpd.server_close()
 

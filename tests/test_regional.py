@@ -20,8 +20,16 @@ from compseed_lib.judge import client as judge_client
 from compseed_lib.judge.backends.planner import grid_ratio, plan_for
 from compseed_lib.judge.server import completion
 from compseed_lib.methods import planner
-from compseed_lib.methods.regional import (Box, Plan, PlanError, check_plan, generate_regional, parse_split_ratio,
-                                           plan_from_json, region_weights)
+from compseed_lib.methods.regional import (
+    Box,
+    Plan,
+    PlanError,
+    check_plan,
+    generate_regional,
+    parse_split_ratio,
+    plan_from_json,
+    region_weights,
+)
 
 # ---------------------------------------------------------------------------- grammar and plans
 GOOD = [

@@ -30,6 +30,7 @@ Usage:
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,8 +40,9 @@ import torch
 
 from ..attention import cross_attention_layers
 from ..generate import _seeded
-from ..pipelines import call_kwargs, denoiser, encode_text, latent_shape
+from ..pipelines import call_kwargs, denoiser, encode_text, latent_shape, prompt_problems
 
+log = logging.getLogger(__name__)
 BREAK = "BREAK"
 MAX_REGIONS = 64  # a plan with more regions than this is taken for a planner's mistake
 
@@ -291,6 +293,8 @@ def generate_regional(pipe, prompts: Sequence, plans: Sequence, seeds: Sequence[
     device, dtype = pipe.device, pipe.dtype
     # 2. Encode each distinct regional prompt once, alone
     unique = list(dict.fromkeys(p for plan in plans for p in plan.prompts))
+    for problem in prompt_problems(pipe, unique):  # a planner's words the text encoder does not know
+        log.warning("regional %s", problem)
     encoded = dict(zip(unique, encode_text(pipe, unique, device)[0].to(dtype), strict=True))
     # 3. Batches of (prompt, seed) jobs, prompt-major; each image gets its plan's regions
     jobs = [(i, s) for i in range(len(texts)) for s in seeds]
