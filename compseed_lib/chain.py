@@ -42,7 +42,9 @@ NOTEBOOKS_ENV = "COMPSEED_NOTEBOOKS"  # a folder of your own copies of the stage
 # Steps in order; each runs one notebook (the name before a "_heldout" suffix) and reads only what
 # earlier steps wrote to the run directory. The held-out steps run 01/02 on the other prompt split.
 CHAIN = ["00_prompts", "01_generate", "02_judge", "03_mine_seeds", "01_generate_heldout", "02_judge_heldout",
-         "04_seed_reliability", "05_build_dataset", "06_finetune", "07_evaluate", "08_paper_figures"]
+         "04_seed_reliability", "05_build_dataset", "06_finetune", "07_evaluate", "08_paper_figures",
+         "09_compare_methods"]
+METHODS_STEP = "09_compare_methods"  # runs only when the config has a `methods` section (configs/methods.yaml)
 HELDOUT = "_heldout"
 DEFAULT_STAGE = "base"
 # What a step needs from the run directory: (what, of which stage: main or held-out, the step that makes it).
@@ -52,7 +54,8 @@ NEEDS = {"02_judge": [("images", False, "01_generate")], "03_mine_seeds": [("jud
          "05_build_dataset": [("top seeds", False, "03_mine_seeds")],
          "06_finetune": [("dataset", False, "05_build_dataset")],
          "07_evaluate": [("top seeds", False, "03_mine_seeds"), ("fine-tunes", False, "06_finetune")],
-         "08_paper_figures": [("judgements", False, "02_judge")]}
+         "08_paper_figures": [("judgements", False, "02_judge")],
+         "09_compare_methods": [("top seeds", False, "03_mine_seeds")]}
 # Settings that decide an image's pixels: a stage keeps one value of each.
 IMAGE_SETTINGS = ("model", "steps", "guidance", "height", "width", "generator_device", "dtype")
 
@@ -80,6 +83,11 @@ def heldout_split(cfg: RunConfig) -> str:
     from .prompts import SPLITS
 
     return next(s for s in SPLITS if s != cfg.prompts.split)
+
+
+def steps_for(cfg: RunConfig) -> list[str]:
+    """The chain's steps for a config: every step, 09_compare_methods only with a `methods` section."""
+    return [n for n in CHAIN if n != METHODS_STEP or cfg.methods is not None]
 
 
 def notebook_of(step: str) -> str:
@@ -205,7 +213,7 @@ def start_run(cfg: RunConfig, stage: str = DEFAULT_STAGE, notebooks: list[str] |
     from .store import Run
 
     check_inputs(cfg)
-    names = notebooks or CHAIN
+    names = notebooks or steps_for(cfg)
     _check_needs(cfg, names, stage)
     _check_judges_answer(cfg, names)
     clash = conflicts(cfg, [stage, heldout_stage(stage)])
@@ -230,8 +238,8 @@ def _check_judges_answer(cfg: RunConfig, names: list[str]) -> None:
     from .evaluate import eval_judge
     from .judge import registry
 
-    wanted = ([cfg.judge] if any(n in JUDGING for n in names) else []) + \
-        ([eval_judge(cfg)] if "07_evaluate" in names else [])
+    wanted = ([cfg.judge] if any(n in JUDGING + (METHODS_STEP,) for n in names) else []) + \
+        ([eval_judge(cfg)] if "07_evaluate" in names or METHODS_STEP in names else [])
     for judge_cfg in {id(j): j for j in wanted}.values():
         spec = registry.resolve(judge_cfg)
         registry.check_reachable(spec, registry.api_key(spec))
@@ -322,6 +330,11 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
     except ValueError as e:
         raise ConfigError(f"--stage: {e}") from None
     cfg = load_config(config, overrides)
+    if notebooks is None:
+        names = steps_for(cfg)
+    elif METHODS_STEP in names and cfg.methods is None:
+        raise ConfigError(f"{METHODS_STEP} compares the methods of the config's `methods` section, and "
+                          f"{config} has none: add `methods: {{}}` for the defaults (see configs/methods.yaml)")
     with run_lock(cfg.run_dir):  # one writer per run directory
         start_run(cfg, stage, names)  # everything checked, then the config recorded; nothing written before
         report_dir = Path(report_root) / cfg.name

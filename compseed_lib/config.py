@@ -108,6 +108,24 @@ class FinetuneConfig:
 
 
 @dataclass
+class MethodsConfig:
+    """The comparison of neighbouring methods (notebook 09, compare.py); a run without this section skips it."""
+
+    arms: list[str] = field(default_factory=lambda: ["base", "top_seeds", "qk", "regional", "guided", "best_of_n",
+                                                     "top_seeds_guided"])
+    planner: str = "miniworld-planner"  # judge registry name of the regional planner (gpt-4o, a vLLM server, ...)
+    base_ratio: float | None = None  # regional: share of the base prompt in every region; None: the planner's
+    guidance_scale: float = 300.0  # InfSplign latent step per unit of loss gradient (methods/guidance.py)
+    guidance_start: int = 0  # first guided denoising step
+    guidance_end: int | None = None  # first unguided step; None: half the steps
+    best_of_n: int = 4  # candidate seeds per (prompt, evaluation seed) slot: the slot's seed and N - 1 more
+    seed_stride: int = 1_000_000  # candidate k of slot s is seed s + k * seed_stride
+    timing_probe: int = 16  # images rendered to time an arm whose images another notebook made
+    grid_prompts: int = 4  # example grids: prompts (half counting, half spatial) ...
+    grid_seeds: int = 6  # ... and evaluation seeds shown for every arm
+
+
+@dataclass
 class RunConfig:
     name: str = "mini"
     runs_dir: str = "runs"
@@ -119,6 +137,7 @@ class RunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    methods: MethodsConfig | None = None  # `methods: {}` for the defaults
 
     def to_dict(self) -> dict:
         """Plain nested dict (for YAML and notebook parameters)."""
@@ -133,6 +152,8 @@ class RunConfig:
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 # Evaluation arms: the base model on the evaluation seeds and on the mined top seeds, fine-tunes, controls.
 ARMS = ("base", "top_seeds", "qk", "lora", "qk_random_seeds", "qk_unrectified")
+# Neighbouring methods on the same held-out prompts (compare.py): RPG, InfSplign, best-of-N, top seeds + InfSplign.
+METHOD_ARMS = ("regional", "guided", "best_of_n", "top_seeds_guided")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 GENERATOR_DEVICES = ("cpu", "cuda")
 MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
@@ -272,7 +293,43 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key in ("top_n", "k", "n_permutations"):
         if getattr(cfg.mining, key) < 1:
             raise _bad(f"mining.{key}", getattr(cfg.mining, key), "must be >= 1")
+    if cfg.methods is not None:
+        check_methods(cfg.methods, cfg)
     return cfg
+
+
+def check_methods(m: MethodsConfig, cfg: RunConfig) -> MethodsConfig:
+    """Values of the methods section: known arms (fine-tunes only those 06 trains), ratios, the guided
+    window, best-of-N candidate seeds disjoint from the mining and evaluation seeds."""
+    unknown = sorted(set(m.arms) - set(ARMS) - set(METHOD_ARMS))
+    if unknown or "base" not in m.arms or len(set(m.arms)) != len(m.arms):
+        raise _bad("methods.arms", unknown or m.arms, f"each arm once, 'base' included, from "
+                                                      f"{list(ARMS) + list(METHOD_ARMS)}")
+    untrained = [a for a in m.arms if a in ARMS and a not in ("base", "top_seeds") and a not in cfg.evaluate.arms]
+    if untrained:
+        raise _bad("methods.arms", untrained, "fine-tuned arms must also be in evaluate.arms (06 trains those)")
+    if m.base_ratio is not None and not 0 <= m.base_ratio <= 1:
+        raise _bad("methods.base_ratio", m.base_ratio, "a number in [0, 1], or null for the planner's")
+    from .methods.guidance import GuidanceConfig, check_config
+
+    try:
+        check_config(GuidanceConfig(scale=m.guidance_scale, start=m.guidance_start, end=m.guidance_end),
+                     cfg.generate.steps)
+    except ValueError as e:
+        raise ConfigError(f"methods.guidance_*: {e}") from None
+    for key in ("best_of_n", "seed_stride", "timing_probe", "grid_prompts", "grid_seeds"):
+        value = getattr(m, key)
+        if isinstance(value, bool) or value < 1:
+            raise _bad(f"methods.{key}", value, "must be >= 1")
+    if "best_of_n" in m.arms:
+        others = set(cfg.generate.seeds) | set(cfg.evaluate.seeds)
+        cand = {s + k * m.seed_stride for s in cfg.evaluate.seeds for k in range(1, m.best_of_n)}
+        clash = sorted(cand & others)
+        if clash or max(cand, default=0) > MAX_SEED:
+            raise _bad("methods.seed_stride", m.seed_stride, f"best-of-N candidate seeds (evaluation seed + k * "
+                                                             f"stride) must be new seeds below 2**63; {clash[:3]} "
+                                                             f"are mining or evaluation seeds")
+    return m
 
 
 def _coerce(value, tp, key: str):
@@ -282,6 +339,9 @@ def _coerce(value, tp, key: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # an optional section: its own key errors
+            return _coerce(value, sections[0], key)
         for a in args:
             if a is type(None):
                 continue

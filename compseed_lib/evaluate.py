@@ -98,10 +98,12 @@ def _levels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def arm_table(judged: dict[str, pd.DataFrame], n_bootstrap: int = 2000, seed: int = 0) -> pd.DataFrame:
+def arm_table(judged: dict[str, pd.DataFrame], n_bootstrap: int = 2000, seed: int = 0,
+              prompt_paired: Sequence[str] = ("top_seeds",)) -> pd.DataFrame:
     """Accuracy per arm and level (all / kind / category) with Wilson 95% intervals and unknown counts;
     against base: the paper's relative gain, McNemar p on shared (prompt, seed) pairs, and a paired
-    bootstrap interval over prompts of the accuracy difference."""
+    bootstrap interval over prompts of the accuracy difference (arms in `prompt_paired`, on other seeds
+    than base, are paired by prompt only)."""
     if "base" not in judged:
         raise ValueError("arm_table needs the 'base' arm to compare against")
     rows = []
@@ -119,7 +121,7 @@ def arm_table(judged: dict[str, pd.DataFrame], n_bootstrap: int = 2000, seed: in
                 base_acc = bk.mean() if len(bk) else np.nan
                 row["gain_vs_base"] = row["accuracy"] - base_acc
                 row["relative_gain"] = row["gain_vs_base"] / base_acc if base_acc else np.nan
-                row.update(_paired(b, sub, arm != "top_seeds", n_bootstrap, seed))
+                row.update(_paired(b, sub, arm not in prompt_paired, n_bootstrap, seed))
             rows.append(row)
     return pd.DataFrame(rows)
 

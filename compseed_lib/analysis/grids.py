@@ -5,6 +5,7 @@ Outputs: matplotlib Figures (never shown here; notebooks display them, Run.save_
 
 Usage:
     fig = image_grid(run, "base", n_prompts=6, n_seeds=8)
+    fig = arm_grid(run, {"base": "eval_base", "guided": "method_guided"}, prompt_id, seeds=[1000, 1001])
     fig = count_confusion(run.ledger.judgements("base"))
 """
 from __future__ import annotations
@@ -34,22 +35,53 @@ def image_grid(run, stage: str, prompt_ids: list[str] | None = None, seeds: list
     for i, pid in enumerate(prompt_ids):
         for j, seed in enumerate(seeds):
             ax = axes[i, j]
-            row = by_key.get((pid, int(seed)))
-            if row is not None:  # checked against its ledger hash: a damaged file is named, not drawn
-                ax.imshow(np.asarray(run.read_image(row)), interpolation="nearest")
-            ok = verdict.get((pid, seed))
-            if ok is not None and not pd.isna(ok):
-                for side in ax.spines.values():
-                    side.set_edgecolor("tab:green" if ok else "tab:red")
-                    side.set_linewidth(3)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _cell(ax, run, by_key.get((pid, int(seed))), verdict.get((pid, seed)))
             if i == 0:
                 ax.set_title(f"seed {seed}", fontsize=8)
             if j == 0:
                 ax.set_ylabel("\n".join(textwrap.wrap(text.get(pid, pid), 22)), fontsize=7,
                               rotation=0, ha="right", va="center")
     fig.suptitle(f"{stage}: prompts × seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _cell(ax, run, row, ok) -> None:
+    """One image of a grid (its ledger row, or None for an empty cell) framed green/red by its verdict."""
+    if row is not None:  # checked against its ledger hash: a damaged file is named, not drawn
+        ax.imshow(np.asarray(run.read_image(row)), interpolation="nearest")
+    if ok is not None and not pd.isna(ok):
+        for side in ax.spines.values():
+            side.set_edgecolor("tab:green" if ok else "tab:red")
+            side.set_linewidth(3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def arm_grid(run, stages: dict[str, str], prompt_id: str, seeds: list[int] | None = None,
+             judged: dict[str, pd.DataFrame] | None = None, n_seeds: int = 6):
+    """One prompt: rows are arms ({label: stage}), columns seeds (default: the first `n_seeds` of the first
+    stage), so every arm is seen on the same seeds; green/red frames from each arm's judged rows."""
+    rows = {label: run.ledger.images(stage) for label, stage in stages.items()}
+    rows = {label: df[df["prompt_id"] == prompt_id] for label, df in rows.items()}
+    first = next(iter(rows.values()))
+    if first.empty:
+        raise ValueError(f"stage {next(iter(stages.values()))!r} has no images of prompt {prompt_id!r}")
+    seeds = seeds or sorted(first["seed"].unique())[:n_seeds]
+    fig, axes = plt.subplots(len(stages), len(seeds), squeeze=False,
+                             figsize=(1.1 * len(seeds) + 1.8, 1.1 * len(stages) + 0.6))
+    for i, (label, df) in enumerate(rows.items()):
+        by_seed = {int(r.seed): r for r in df.itertuples()}
+        verdict = {}
+        if judged and label in judged:
+            j = judged[label]
+            verdict = {int(r.seed): r.correct for r in j[j["prompt_id"] == prompt_id].itertuples()}
+        for k, seed in enumerate(seeds):
+            _cell(axes[i, k], run, by_seed.get(int(seed)), verdict.get(int(seed)))
+            if i == 0:
+                axes[i, k].set_title(f"seed {seed}", fontsize=8)
+        axes[i, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle("\n".join(textwrap.wrap(first["prompt"].iloc[0], 60)), fontsize=9)
     fig.tight_layout()
     return fig
 
