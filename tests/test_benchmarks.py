@@ -181,3 +181,45 @@ def test_offline_detector_finds_the_face_in_a_scikit_image_photo_through_the_ser
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_offline_coco_detector_finds_cat_person_and_cup_in_scikit_image_photos_through_the_server():
+    pytest.importorskip("cv2", reason="the offline detector needs the `detector` extra (pip install -e .[detector])")
+    data = pytest.importorskip("skimage.data", reason="sample photos come with scikit-image (the `detector` extra)")
+    from PIL import Image
+
+    from compseed_lib.judge import ask
+    from compseed_lib.judge.backends.detector import DetectorUnavailable, model_files
+    from compseed_lib.judge.server import make_server
+    from compseed_lib.judge.templates import COUNT_TEMPLATE, RELATION_TEMPLATE
+
+    try:
+        model_files("coco-detector")
+    except DetectorUnavailable as e:
+        pytest.skip(f"no COCO model installed: {e}")
+    httpd = make_server("127.0.0.1", 0, models=("coco-detector",))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    try:
+        cfg = JudgeConfig(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="coco-detector")
+        cat, person, cup = (Image.fromarray(f()) for f in (data.chelsea, data.astronaut, data.coffee))
+        # (photo, class, box the object must cover, box it must stay inside), pixels
+        for image, cls, inner, outer in [(cat, "cat", (120, 60, 330, 250), (0, 0, 451, 300)),
+                                         (person, "person", (100, 100, 300, 500), (0, 0, 420, 512)),
+                                         (cup, "cup", (220, 60, 380, 230), (120, 0, 470, 320))]:
+            w, h, dets = parse_detections(ask(image, detect_question([cls]), cfg))
+            assert (w, h) == image.size and len(dets) == 1 and dets[0].score > 0.5, (cls, dets)
+            x0, y0, x1, y1 = dets[0].box
+            assert x0 <= inner[0] and y0 <= inner[1] and x1 >= inner[2] and y1 >= inner[3], (cls, dets)
+            assert x0 >= outer[0] and y0 >= outer[1] and x1 <= outer[2] and y1 <= outer[3], (cls, dets)
+        count = lambda image, plural: json.loads(ask(image, COUNT_TEMPLATE.format(plural=plural), cfg))["answer"]
+        assert [count(cat, "cats"), count(cup, "cats"), count(person, "people"), count(cat, "people")] == \
+            ["1", "0", "1", "0"]
+        pair = Image.new("RGB", (901, 300))   # the cat beside the cup: a relation between two real photos
+        pair.paste(cat, (0, 0))
+        pair.paste(cup.resize((450, 300)), (451, 0))
+        left = lambda a, b: json.loads(ask(pair, RELATION_TEMPLATE.format(a=a, phrase="to the left of", b=b),
+                                           cfg))["answer"]
+        assert (left("cat", "cup"), left("cup", "cat"), left("cat", "dog")) == ("yes", "no", "no")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

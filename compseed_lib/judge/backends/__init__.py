@@ -58,6 +58,7 @@ def _detector(model_id: str) -> Callable[[], Backend]:
 BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld, "miniworld-planner": _planner,
                                               # offline OpenCV detectors (the `detector` extra; served on request)
                                               "coco-detector": _detector("coco-detector"),
+                                              "coco-ssd": _detector("coco-ssd"),
                                               "face-detector": _detector("face-detector")}
 
 
