@@ -276,8 +276,9 @@ def run_comparison(run: Run, prompts: Sequence[Prompt], top: pd.DataFrame | None
                 n, seconds = store_images(run, stage, jobs, draw, settings, chunk, progress)
                 if n:
                     _record_timing(run, arm, n, seconds, "while generating", m)
-                elif arm not in timed:
-                    _probe(run, arm, jobs, draw, cfg)
+                elif arm not in timed:  # (best-of-N's probe picks are not kept)
+                    _probe(run, arm, jobs, _search_draw(pipe, info, select, cfg, []) if arm == "best_of_n" else draw,
+                           cfg)
             judged[arm] = judge_stage(run, stage, prompts, score_s, progress=progress).assign(arm=arm)
             answers[arm] = bench_answers(run, stage, prompts, score_s)
         same = resolve(select).model == resolve(score_s).model
