@@ -73,6 +73,7 @@ def candidates(slot: int, m: MethodsConfig) -> list[int]:
 def served(cfgs: Sequence[JudgeConfig]):
     """Each judge config with a running endpoint: the kit's local servers started once for the whole
     comparison (instead of once per request batch); remote judges unchanged."""
+    from .judge.client import default_concurrency
     from .judge.registry import open_endpoint, resolve
 
     with ExitStack() as stack:
@@ -80,7 +81,8 @@ def served(cfgs: Sequence[JudgeConfig]):
         for cfg in cfgs:
             if resolve(cfg).base_url is None and repr(cfg) not in started:
                 url, model, _ = stack.enter_context(open_endpoint(cfg))
-                started[repr(cfg)] = dataclasses.replace(cfg, base_url=url, model=model)
+                started[repr(cfg)] = dataclasses.replace(  # still the kit's own server: few requests in flight
+                    cfg, base_url=url, model=model, concurrency=cfg.concurrency or default_concurrency(local=True))
         yield [started.get(repr(cfg), cfg) for cfg in cfgs]
 
 
