@@ -86,12 +86,15 @@ def original_loop(pipe, jobs, cfg, out_dir: Path) -> list[np.ndarray]:
     """The original research loop: one call per image, a new generator per image, each PNG saved."""
     import torch
 
+    from .pipelines import call_kwargs
+
+    extra = call_kwargs(pipe)  # PixArt: keep the asked size (no resolution binning)
     images = []
     for job in jobs:
         gen = torch.Generator("cpu").manual_seed(job.seed)
         with torch.inference_mode():
             image = pipe(prompt=job.prompt.text, generator=gen, num_inference_steps=cfg.steps,
-                         guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width).images[0]
+                         guidance_scale=cfg.guidance, height=cfg.height, width=cfg.width, **extra).images[0]
         image.save(out_dir / f"{job.prompt.id}_{job.seed}.png")
         images.append(np.asarray(image, dtype=np.int16))
     return images
@@ -362,14 +365,22 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
+def default_model() -> str:
+    """The default chain's generator (configs/mini.yaml), which the benchmarks time unless told otherwise."""
+    from .config import load_config
+
+    return load_config(REPO / "configs" / "mini.yaml").model.pipeline
+
+
 def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = False,
-            only: list[str] | None = None) -> Path:
+            only: list[str] | None = None, model: str | None = None) -> Path:
     """Every benchmark (or `only` these), full size or `quick`; writes the report and returns its README."""
     todo = only or ["generation", "judging", "chain", "scaling", "finetune"]
+    model = model or default_model()
     results: dict = {"machine": machine(), "quick": quick}
     if "generation" in todo:
-        results["generation"] = bench_generation(n_images=4, batch_sizes=(2, 4), steps=2) if quick else \
-            bench_generation()
+        results["generation"] = bench_generation(model, n_images=4, batch_sizes=(2, 4), steps=2) if quick else \
+            bench_generation(model)
     if "judging" in todo:
         results["judging"] = bench_judging(n_images=8, latency=0.05) if quick else bench_judging()
         from .judge.client import LOCAL_CONCURRENCY
@@ -379,8 +390,9 @@ def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = Fals
     if "chain" in todo:
         results["chain"] = read_chain()
     if "scaling" in todo:
-        results["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1) if quick \
-            else bench_scaling(processes=tuple(p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)))
+        results["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1, model=model) \
+            if quick else bench_scaling(processes=tuple(p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)),
+                                        model=model)
     if "finetune" in todo:
         results["finetune"] = bench_finetune(steps=(1, 8), batch=4, images=8) if quick else bench_finetune()
     return write_report(results, out_dir)

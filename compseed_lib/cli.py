@@ -84,7 +84,7 @@ def _bench(args) -> int:
     from .bench import run_all
 
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    print(run_all(args.out, quick=args.quick, only=only))
+    print(run_all(args.out, quick=args.quick, only=only, model=args.model))
     return 0
 
 
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds to minutes): checks it works")
     p.add_argument("--only", help="comma-separated: generation, judging, chain, scaling, finetune")
     p.add_argument("--out", default="reports/bench", help="folder for bench.json and README.md")
+    p.add_argument("--model", help="generator for generation, scaling and fine-tuning (default: the default "
+                                   "chain's, configs/mini.yaml)")
     p.set_defaults(func=_bench)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
