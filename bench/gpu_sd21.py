@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.compile:
             unet = torch.compile(unet)
         for b in a.batch:
-            def once() -> float:
+            def once(text=text, unet=unet, vae=vae, sched=sched, b=b) -> float:
                 if a.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t = time.perf_counter()

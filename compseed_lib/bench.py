@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ def machine() -> dict:
     from .store import library_versions
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(),
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "load_1min_at_start": load, "python": platform.python_version(),
             "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -167,9 +167,8 @@ def bench_judging(n_images: int = 64, latency: float = 0.2, reps: int = 3, concu
     import openai
 
     from .config import JudgeConfig
-    from .judge.client import JudgeClient
+    from .judge.client import JudgeClient, default_concurrency
     from .judge.server import make_server
-    from .judge.client import default_concurrency
 
     httpd = make_server("127.0.0.1", 0, latency=latency)
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -261,7 +260,7 @@ def read_chain(report: str | Path = REPO / "reports" / "mini") -> dict | None:
         return None
     steps = {k: float(v.split()[0]) for k, v in (line.split("\t") for line in f.read_text().splitlines() if line)}
     return {"source": str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f),
-            "recorded": datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            "recorded": datetime.fromtimestamp(f.stat().st_mtime, UTC).isoformat(timespec="seconds"),
             "seconds": steps, "total_s": sum(steps.values())}
 
 

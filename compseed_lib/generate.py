@@ -253,7 +253,8 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
             if writing is not None:
                 writing[0].result()  # the writer's error is raised here, in the caller
                 bar.update(writing[1])
-            writing = (writer.submit(_write_batch, run, stage, batch, images, settings, out), len(batch)) if batch else None
+            writing = ((writer.submit(_write_batch, run, stage, batch, images, settings, out), len(batch))
+                       if batch else None)
     # 4. Summary
     seconds = time.perf_counter() - start
     log.info("stage %s%s: generated %d, skipped %d, %.1f s, %.2f images/s", stage,

@@ -36,7 +36,8 @@ def test_quick_generation_judging_chain_report(cache, tmp_path):
         assert 0 <= g["max_pixel_diff_vs_original"][b] <= 1  # same images as the per-image loop (float kernels)
     assert g["best_ratio"] == max(g["ratio_vs_original"].values())
     j = res["judging"]
-    seq, conc = j["images_per_s"]["sequential_openai"], j["images_per_s"][f"async_client_concurrency_{j['concurrency']}"]
+    rates = j["images_per_s"]
+    seq, conc = rates["sequential_openai"], rates[f"async_client_concurrency_{j['concurrency']}"]
     _check(seq, 3)
     assert seq["max"] < 1 / j["latency_s"]  # the server's added latency bounds sequential calls
     assert j["ratio_vs_sequential"] == pytest.approx(conc["median"] / seq["median"])
