@@ -9,11 +9,13 @@ guessed; MFU = FLOPs per image / (s per image x the GPU's dense peak for the dty
 Usage:
     python bench/gpu_sd21.py --dtype bf16 --batch 1 2 4 8 16 [--compile] [--peak-tflops 989]
     python bench/gpu_sd21.py --shape tiny --size 32 --steps 2 --batch 1 --device cpu --dtype fp32 --reps 3
+    python bench/gpu_sd21.py --device meta     # the FLOPs of one image only (no GPU, no compute): 220.8 TFLOP
 Output: --out (default reports/bench/gpu_sd21.json), which `compseed bench` puts in its table.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -36,9 +38,10 @@ def build(shape: str, device: str, dtype: torch.dtype, channels_last: bool):
     """(text encoder, UNet, VAE, scheduler) of the shape, random weights (seed 0), eval mode on `device`."""
     cfg = json.loads((HERE / "sd21_configs.json").read_text())[shape]
     torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
-    unet = UNet2DConditionModel(**cfg["unet"])
-    vae = AutoencoderKL(**cfg["vae"])
+    with torch.device("meta") if device == "meta" else contextlib.nullcontext():  # meta: no weights made
+        text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
+        unet = UNet2DConditionModel(**cfg["unet"])
+        vae = AutoencoderKL(**cfg["vae"])
     for m in (text, unet, vae):
         m.to(device, dtype).eval().requires_grad_(False)
     if channels_last:
@@ -107,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     if a.size % 8 or a.reps < 1:
         p.error(f"--size {a.size} must be a multiple of 8 and --reps {a.reps} >= 1")
     torch.backends.cuda.matmul.allow_tf32 = True
+    if a.device == "meta":  # shapes only: the FLOPs of one image, counted without computing anything
+        text, unet, vae, _, _ = build(a.shape, "meta", DTYPES[a.dtype[0]], False)
+        tflop = flops_per_image(text, unet, vae, a.size, a.steps) / 1e12
+        print(f"{tflop:.1f} TFLOP per {a.size} px image, {a.steps} CFG steps ({a.shape} shape)")
+        return {"shape": a.shape, "size": a.size, "steps": a.steps, "tflop_per_image": tflop}
     rows, tflop = [], None
     for name in a.dtype:
         text, unet, vae, sched, _ = build(a.shape, a.device, DTYPES[name], not a.no_channels_last)

@@ -74,3 +74,14 @@ def test_gpu_sd21_script_at_a_tiny_shape_on_cpu(tmp_path):
     assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 865.9
     bench.write_report({"machine": bench.machine()}, tmp_path)
     assert "SD 2.1 shape" in (tmp_path / "README.md").read_text()
+
+
+def test_gpu_sd21_flops_of_the_full_shape_counted_on_meta_tensors():
+    """One 768 px, 50-step CFG image of SD 2.1's shape is ~215 TFLOP (the issue's figure), counted from shapes."""
+    spec = importlib.util.spec_from_file_location("gpu_sd21", REPO / "bench" / "gpu_sd21.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--device", "meta", "--dtype", "fp16"])
+    assert 200 < res["tflop_per_image"] < 240
+    fewer = mod.main(["--device", "meta", "--dtype", "fp16", "--steps", "25"])["tflop_per_image"]
+    assert fewer == pytest.approx(res["tflop_per_image"] / 2, rel=0.05)  # the UNet is nearly all of it
