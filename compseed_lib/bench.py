@@ -372,7 +372,8 @@ def default_model() -> str:
 
 
 def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = False,
-            only: list[str] | None = None, model: str | None = None) -> Path:
+            only: list[str] | None = None, model: str | None = None,
+            sizes: tuple[int, ...] = (32, 128, 256, 512, 1024), processes: tuple[int, ...] | None = None) -> Path:
     """Every benchmark (or `only` these), full size or `quick`; writes the report and returns its README."""
     todo = only or ["generation", "judging", "chain", "scaling", "finetune"]
     model = model or default_model()
@@ -390,8 +391,8 @@ def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = Fals
         results["chain"] = read_chain()
     if "scaling" in todo:
         results["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1, model=model) \
-            if quick else bench_scaling(processes=tuple(p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)),
-                                        model=model)
+            if quick else bench_scaling(sizes=sizes, model=model, processes=processes or tuple(
+                p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)))
     if "finetune" in todo:
         results["finetune"] = bench_finetune(steps=(1, 8), batch=4, images=8) if quick else bench_finetune()
     return write_report(results, out_dir)

@@ -84,7 +84,18 @@ def _bench(args) -> int:
     from .bench import run_all
 
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    print(run_all(args.out, quick=args.quick, only=only, model=args.model))
+    def counts(text: str, flag: str) -> tuple[int, ...]:
+        try:
+            out = tuple(int(n) for n in text.split(","))
+        except ValueError:
+            out = ()
+        if not out or min(out) < 1:
+            raise SystemExit(f"compseed bench: {flag} {text!r} must be comma-separated positive integers")
+        return out
+
+    sizes = counts(args.sizes, "--sizes") if args.sizes else (32, 128, 256, 512, 1024)
+    procs = counts(args.processes, "--processes") if args.processes else None
+    print(run_all(args.out, quick=args.quick, only=only, model=args.model, sizes=sizes, processes=procs))
     return 0
 
 
@@ -155,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/bench", help="folder for bench.json and README.md")
     p.add_argument("--model", help="generator for generation, scaling and fine-tuning (default: the default "
                                    "chain's, configs/mini.yaml)")
+    p.add_argument("--sizes", help="scaling: comma-separated image counts (default 32,128,256,512,1024)")
+    p.add_argument("--processes", help="scaling: comma-separated process counts (default 1, 2, 4 ... up to the cores)")
     p.set_defaults(func=_bench)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
