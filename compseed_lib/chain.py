@@ -298,7 +298,9 @@ def _execute(name: str, out: Path, params: dict) -> None:
     try:
         pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
                             progress_bar=False, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            # CRITICAL: the kernel logs an ERROR when papermill's shutdown (an interrupt,
+                            # then a shutdown request) meets it still busy on a loaded machine; harmless
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except pm.PapermillExecutionError as e:
         if e.ename == "KeyboardInterrupt":
             raise ChainInterrupted(f"{name} interrupted; finished work is kept and the same command "
