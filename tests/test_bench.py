@@ -41,7 +41,7 @@ def test_quick_generation_judging_chain_report(cache, tmp_path):
     _check(seq, 3)
     assert seq["max"] < 1 / j["latency_s"]  # the server's added latency bounds sequential calls
     assert j["ratio_vs_sequential"] == pytest.approx(conc["median"] / seq["median"])
-    assert res["judging_local"]["latency_s"] == 0.0 and res["judging_local"]["concurrency"] == 2
+    assert res["judging_local"]["latency_s"] == 0.0 and res["judging_local"]["concurrency"] == 1
     assert res["machine"]["versions"]["torch"] and res["machine"]["cpus"] >= 1
     text = readme.read_text()
     assert "| original loop |" in text and "× original" in text and "sequential_openai" in text
