@@ -1,6 +1,7 @@
 """Benchmarks in the field's formats (GenEval, T2I-CompBench spatial, VISOR) and the offline detector judge."""
 import json
 import threading
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -154,23 +155,33 @@ def test_mini_world_generations_scored_through_the_real_judge_server():
     assert ((table["lo"] <= table["value"] + 1e-9) & (table["value"] <= table["hi"] + 1e-9)).all()
 
 
-def test_offline_detector_finds_the_face_in_a_scikit_image_photo_through_the_server():
+@contextmanager
+def _detector_judge(model: str):
+    """(judge config, skimage.data) with `model` served on loopback; skips without the extra or the model."""
     pytest.importorskip("cv2", reason="the offline detector needs the `detector` extra (pip install -e .[detector])")
     data = pytest.importorskip("skimage.data", reason="sample photos come with scikit-image (the `detector` extra)")
-    from PIL import Image
-
-    from compseed_lib.judge import ask
     from compseed_lib.judge.backends.detector import DetectorUnavailable, model_files
     from compseed_lib.judge.server import make_server
 
     try:
-        model_files("face-detector")
+        model_files(model)
     except DetectorUnavailable as e:
-        pytest.skip(f"no face model installed: {e}")
-    httpd = make_server("127.0.0.1", 0, models=("face-detector",))
+        pytest.skip(f"no {model} model installed: {e}")
+    httpd = make_server("127.0.0.1", 0, models=(model,))
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     try:
-        cfg = JudgeConfig(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="face-detector")
+        yield JudgeConfig(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model=model), data
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_offline_detector_finds_the_face_in_a_scikit_image_photo_through_the_server():
+    from PIL import Image
+
+    from compseed_lib.judge import ask
+
+    with _detector_judge("face-detector") as (cfg, data):
         astronaut, coffee = Image.fromarray(data.astronaut()), Image.fromarray(data.coffee())
         faces = "How many faces are in this image? Answer with a single number."
         assert ask(astronaut, faces, cfg) == '{"answer": "1"}' and ask(coffee, faces, cfg) == '{"answer": "0"}'
@@ -178,29 +189,15 @@ def test_offline_detector_finds_the_face_in_a_scikit_image_photo_through_the_ser
         assert (w, h) == (512, 512) and len(dets) == 1 and dets[0].score > 0.9
         cx, cy = dets[0].center   # Eileen Collins' face: upper middle of the photo
         assert 150 < cx < 300 and 40 < cy < 200, dets
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_offline_coco_detector_finds_cat_person_and_cup_in_scikit_image_photos_through_the_server():
-    pytest.importorskip("cv2", reason="the offline detector needs the `detector` extra (pip install -e .[detector])")
-    data = pytest.importorskip("skimage.data", reason="sample photos come with scikit-image (the `detector` extra)")
     from PIL import Image
 
     from compseed_lib.judge import ask
-    from compseed_lib.judge.backends.detector import DetectorUnavailable, model_files
-    from compseed_lib.judge.server import make_server
     from compseed_lib.judge.templates import COUNT_TEMPLATE, RELATION_TEMPLATE
 
-    try:
-        model_files("coco-detector")
-    except DetectorUnavailable as e:
-        pytest.skip(f"no COCO model installed: {e}")
-    httpd = make_server("127.0.0.1", 0, models=("coco-detector",))
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    try:
-        cfg = JudgeConfig(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="coco-detector")
+    with _detector_judge("coco-detector") as (cfg, data):
         cat, person, cup = (Image.fromarray(f()) for f in (data.chelsea, data.astronaut, data.coffee))
         # (photo, class, box the object must cover, box it must stay inside), pixels
         for image, cls, inner, outer in [(cat, "cat", (120, 60, 330, 250), (0, 0, 451, 300)),
@@ -220,6 +217,3 @@ def test_offline_coco_detector_finds_cat_person_and_cup_in_scikit_image_photos_t
         left = lambda a, b: json.loads(ask(pair, RELATION_TEMPLATE.format(a=a, phrase="to the left of", b=b),
                                            cfg))["answer"]
         assert (left("cat", "cup"), left("cup", "cat"), left("cat", "dog")) == ("yes", "no", "no")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
