@@ -55,10 +55,16 @@ def test_quick_scaling_under_accelerate_and_finetune(cache, tmp_path):
     assert f["s_per_step"]["median"] > 0 and f["images_per_s"] == pytest.approx(2 / f["s_per_step"]["median"])
 
 
-def test_gpu_sd21_script_at_a_tiny_shape_on_cpu(tmp_path):
+def _gpu_script():
+    """bench/gpu_sd21.py as a module (a script folder, not a package)."""
     spec = importlib.util.spec_from_file_location("gpu_sd21", REPO / "bench" / "gpu_sd21.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_sd21_script_at_a_tiny_shape_on_cpu(tmp_path):
+    mod = _gpu_script()
     out = tmp_path / "gpu_sd21.json"
     res = mod.main(["--shape", "tiny", "--size", "32", "--steps", "2", "--batch", "1", "2", "--device", "cpu",
                     "--dtype", "fp32", "--reps", "3", "--peak-tflops", "1", "--out", str(out)])
@@ -78,9 +84,7 @@ def test_gpu_sd21_script_at_a_tiny_shape_on_cpu(tmp_path):
 
 def test_gpu_sd21_flops_of_the_full_shape_counted_on_meta_tensors():
     """One 768 px, 50-step CFG image of SD 2.1's shape is ~215 TFLOP (the issue's figure), counted from shapes."""
-    spec = importlib.util.spec_from_file_location("gpu_sd21", REPO / "bench" / "gpu_sd21.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _gpu_script()
     res = mod.main(["--device", "meta", "--dtype", "fp16"])
     assert 200 < res["tflop_per_image"] < 240
     fewer = mod.main(["--device", "meta", "--dtype", "fp16", "--steps", "25"])["tflop_per_image"]
