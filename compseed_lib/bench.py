@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -168,11 +167,9 @@ def bench_judging(n_images: int = 64, latency: float = 0.2, reps: int = 3, concu
 
     from .config import JudgeConfig
     from .judge.client import JudgeClient, default_concurrency
-    from .judge.server import make_server
+    from .judge.server import make_server, serving
 
-    httpd = make_server("127.0.0.1", 0, latency=latency)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    base_url, model = f"http://127.0.0.1:{httpd.server_address[1]}/v1", "miniworld-exact"
+    model = "miniworld-exact"
     conc = concurrency or default_concurrency(local=False)
     work = _judge_jobs(n_images)
 
@@ -201,11 +198,8 @@ def bench_judging(n_images: int = 64, latency: float = 0.2, reps: int = 3, concu
 
         return asyncio.run(go())
 
-    try:
+    with serving(make_server("127.0.0.1", 0, latency=latency), poll_interval=0.05) as base_url:
         rates = interleaved({"sequential_openai": sequential, f"async_client_concurrency_{conc}": concurrent}, reps)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     ratio = rates[f"async_client_concurrency_{conc}"]["median"] / rates["sequential_openai"]["median"]
     return {"images": n_images, "latency_s": latency, "concurrency": conc, "reps": reps, "images_per_s": rates,
             "ratio_vs_sequential": ratio}

@@ -1,6 +1,5 @@
 """Benchmarks in the field's formats (GenEval, T2I-CompBench spatial, VISOR) and the offline detector judge."""
 import json
-import threading
 from contextlib import contextmanager
 
 import pandas as pd
@@ -161,19 +160,14 @@ def _detector_judge(model: str):
     pytest.importorskip("cv2", reason="the offline detector needs the `detector` extra (pip install -e .[detector])")
     data = pytest.importorskip("skimage.data", reason="sample photos come with scikit-image (the `detector` extra)")
     from compseed_lib.judge.backends.detector import DetectorUnavailable, model_files
-    from compseed_lib.judge.server import make_server
+    from compseed_lib.judge.server import make_server, serving
 
     try:
         model_files(model)
     except DetectorUnavailable as e:
         pytest.skip(f"no {model} model installed: {e}")
-    httpd = make_server("127.0.0.1", 0, models=(model,))
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    try:
-        yield JudgeConfig(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", model=model), data
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(make_server("127.0.0.1", 0, models=(model,))) as base_url:
+        yield JudgeConfig(base_url=base_url, model=model), data
 
 
 def test_offline_detector_finds_the_face_in_a_scikit_image_photo_through_the_server():

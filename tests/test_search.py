@@ -3,7 +3,6 @@ openai client by the kit's judge server on loopback: the pick is the seed the ju
 the engine's, compute is recorded, best-of-k accuracy never falls with k, and a second (scoring) judge is kept
 apart from the selection judge."""
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -13,6 +12,7 @@ from compseed_lib import judge
 from compseed_lib import prompts as P
 from compseed_lib.config import JudgeConfig, ModelConfig
 from compseed_lib.generate import render
+from compseed_lib.judge.server import serving
 from compseed_lib.methods import search
 from compseed_lib.miniworld.judge import count_objects, relation_holds
 from compseed_lib.pipelines import load_pipeline
@@ -69,10 +69,8 @@ class _Contrary(BaseHTTPRequestHandler):
 def contrary():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Contrary)
     srv.seen = 0
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(srv):
+        yield srv
 
 
 def test_picks_the_seed_the_judge_scored_best_with_its_cost(world, endpoint):

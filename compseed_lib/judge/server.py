@@ -39,6 +39,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -292,6 +294,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@contextmanager
+def serving(httpd: ThreadingHTTPServer, poll_interval: float = 0.1) -> Iterator[str]:
+    """Serve `httpd` on a daemon thread in this process; yields its loopback base URL, shuts down on exit."""
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False,
