@@ -99,9 +99,33 @@ def original_loop(pipe, jobs, cfg, out_dir: Path) -> list[np.ndarray]:
     return images
 
 
+def verdicts(jobs, images: list[np.ndarray]) -> list[bool | None] | None:
+    """The mini-world exact judge's verdict (right / wrong / unreadable) on each job's image; None when
+    the prompts are not mini-world ones (the exact judge cannot read them)."""
+    from PIL import Image
+
+    from .judge.backends.miniworld import MiniworldJudge
+    from .judge.parse import is_correct, parse_answer
+    from .judge.templates import question_for
+
+    judge = MiniworldJudge()
+    try:
+        return [is_correct(j.prompt, parse_answer(j.prompt, judge.answer(question_for(j.prompt),
+                                                                          Image.fromarray(im.astype(np.uint8)))))
+                for j, im in zip(jobs, images, strict=True)]
+    except ValueError:
+        return None
+
+
 def bench_generation(model: str = "miniworld", n_images: int = 64, batch_sizes=(8, 16, 32, 64), steps: int = 10,
-                     reps: int = 3, threads: int = 1, guidance: float = 4.0) -> dict:
-    """Images/s of the engine at each batch size and of the original loop; ratios; max pixel difference."""
+                     reps: int = 3, threads: int = 1, guidance: float = 4.0,
+                     tuned: tuple[str, ...] = ("compiled", "bfloat16", "compiled_bfloat16")) -> dict:
+    """Images/s of the original loop and of the engine at each batch size (float32, eager), and of the
+    engine at the largest batch size in each `tuned` form: compiled (`generate.compile`), bfloat16
+    (`model.dtype`), compiled_bfloat16. Ratios to the original loop; per variant the max pixel difference from the original loop's
+    images and how many of the exact judge's verdicts differ (mini-world prompts)."""
+    import dataclasses
+
     import torch
 
     from . import prompts
@@ -111,21 +135,35 @@ def bench_generation(model: str = "miniworld", n_images: int = 64, batch_sizes=(
     from .store import Run
 
     torch.set_num_threads(threads)
-    pipe, info = load_pipeline(ModelConfig(pipeline=model, device="cpu"))
+    mcfg = ModelConfig(pipeline=model, device="cpu")
+    pipe, info = load_pipeline(mcfg)
     n_prompts = max(1, n_images // 8)
     jobs = make_jobs(prompts.load("miniworld", "train", limit=max(1, (n_prompts + 1) // 2))[:n_prompts],
                      list(range(8)))[:n_images]
-    cfgs = {b: GenerateConfig(steps=steps, guidance=guidance, batch_size=b, threads=threads) for b in batch_sizes}
+    base = GenerateConfig(steps=steps, guidance=guidance, threads=threads)
+    big = max(batch_sizes)
+    # variant -> (pipeline, its info, generate config)
+    setups = {f"engine_batch_{b}": (pipe, info, dataclasses.replace(base, batch_size=b)) for b in batch_sizes}
+    compile_s: dict[str, float] = {}
+    for name in tuned:  # a pipeline of its own each (compiling changes the module in place)
+        if name not in ("compiled", "bfloat16", "compiled_bfloat16"):
+            raise ValueError(f"tuned variant {name!r}: use compiled, bfloat16 or compiled_bfloat16")
+        p, i = load_pipeline(dataclasses.replace(mcfg, dtype="bfloat16" if "bfloat16" in name else "float32"))
+        setups[f"engine_batch_{big}_{name}"] = (p, i, dataclasses.replace(base, batch_size=big,
+                                                                         compile="compiled" in name))
     tmp = Path(tempfile.mkdtemp(prefix="compseed-bench-gen-"))
     last: dict = {}
 
-    def engine(b: int) -> Callable[[], float]:
+    def engine(name: str) -> Callable[[], float]:
+        p, i, cfg = setups[name]
+
         def go() -> float:
             run = Run(Path(tempfile.mkdtemp(dir=tmp)))
             t = time.perf_counter()
-            df = generate(run, "bench", pipe, info, jobs, cfgs[b], progress=False)
+            df = generate(run, "bench", p, i, jobs, cfg, progress=False)
             rate = len(jobs) / (time.perf_counter() - t)
-            last[b] = {(r.prompt_id, r.seed): np.asarray(run.read_image(r), dtype=np.int16) for r in df.itertuples()}
+            made = {(r.prompt_id, r.seed): np.asarray(run.read_image(r), dtype=np.int16) for r in df.itertuples()}
+            last[name] = [made[(j.prompt.id, j.seed)] for j in jobs]
             return rate
 
         return go
@@ -133,20 +171,33 @@ def bench_generation(model: str = "miniworld", n_images: int = 64, batch_sizes=(
     def original() -> float:
         out = Path(tempfile.mkdtemp(dir=tmp))
         t = time.perf_counter()
-        last["original"] = original_loop(pipe, jobs, cfgs[batch_sizes[0]], out)
+        last["original_loop"] = original_loop(pipe, jobs, base, out)
         return len(jobs) / (time.perf_counter() - t)
 
-    variants = {"original_loop": original, **{f"engine_batch_{b}": engine(b) for b in batch_sizes}}
+    for name, (_, _, cfg) in setups.items():  # compile (each shape of a full and a last batch) outside the timing
+        if cfg.compile:
+            t = time.perf_counter()
+            engine(name)()
+            compile_s[name] = time.perf_counter() - t
+    variants = {"original_loop": original, **{name: engine(name) for name in setups}}
     rates = interleaved(variants, reps)
-    base = rates["original_loop"]["median"]
-    ratios = {b: rates[f"engine_batch_{b}"]["median"] / base for b in batch_sizes}
-    best = max(ratios, key=ratios.get)
-    diffs = {b: int(max(np.abs(last[b][(j.prompt.id, j.seed)] - o).max() for j, o in zip(jobs, last["original"],
-                                                                                        strict=True)))
-             for b in batch_sizes}
-    return {"model": model, "images": len(jobs), "steps": steps, "guidance": guidance, "size": 32,
+    ref = rates["original_loop"]["median"]
+    ratios = {name: rates[name]["median"] / ref for name in variants}
+    plain = {b: ratios[f"engine_batch_{b}"] for b in batch_sizes}
+    best_batch = max(plain, key=plain.get)
+    best = max((n for n in variants if n != "original_loop"), key=ratios.get)
+    judged = {name: verdicts(jobs, images) for name, images in last.items()}
+    changed = {name: (None if judged[name] is None else
+                      sum(a != b for a, b in zip(judged[name], judged["original_loop"], strict=True)))
+               for name in variants}
+    diffs = {name: int(max(np.abs(a - o).max() for a, o in zip(last[name], last["original_loop"], strict=True)))
+             for name in variants}
+    return {"model": model, "images": len(jobs), "steps": steps, "guidance": guidance, "size": base.height,
             "threads": threads, "reps": reps, "images_per_s": rates, "ratio_vs_original": ratios,
-            "best_batch_size": best, "best_ratio": ratios[best], "max_pixel_diff_vs_original": diffs}
+            "best_batch_size": best_batch, "best_batch_ratio": plain[best_batch], "best_variant": best,
+            "best_ratio": ratios[best], "compile_s": compile_s, "max_pixel_diff_vs_original": diffs,
+            "verdicts_changed_vs_original": changed,
+            "accuracy": {n: (None if v is None else float(np.mean([x is True for x in v]))) for n, v in judged.items()}}
 
 
 # ------------------------------------------------------------------ (b) judging
@@ -162,12 +213,14 @@ def _judge_jobs(n: int) -> list[tuple[bytes, str]]:
 
 def bench_judging(n_images: int = 64, latency: float = 0.2, reps: int = 3, concurrency: int | None = None) -> dict:
     """Images/s of sequential blocking openai calls and of the async client at `concurrency` (None: the
-    default for a remote judge) through a loopback server adding `latency` s to each answer."""
+    default for a remote judge) through a loopback server adding `latency` s to each answer. The server
+    runs in its own process, as the kit starts its local judge (in this process it would share the
+    client's interpreter lock and slow both)."""
     import openai
 
     from .config import JudgeConfig
     from .judge.client import JudgeClient, default_concurrency
-    from .judge.server import make_server, serving
+    from .judge.registry import start_local_server
 
     model = "miniworld-exact"
     conc = concurrency or default_concurrency(local=False)
@@ -198,7 +251,7 @@ def bench_judging(n_images: int = 64, latency: float = 0.2, reps: int = 3, concu
 
         return asyncio.run(go())
 
-    with serving(make_server("127.0.0.1", 0, latency=latency), poll_interval=0.05) as base_url:
+    with start_local_server(args=["--latency", str(latency)]) as base_url:
         rates = interleaved({"sequential_openai": sequential, f"async_client_concurrency_{conc}": concurrent}, reps)
     ratio = rates[f"async_client_concurrency_{conc}"]["median"] / rates["sequential_openai"]["median"]
     return {"images": n_images, "latency_s": latency, "concurrency": conc, "reps": reps, "images_per_s": rates,
@@ -308,13 +361,22 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
              f"{m['load_1min_at_start']} · torch threads {m['torch_threads']} · GPU {m['cuda']} · "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
              "Each figure: median (min–max) of interleaved repetitions; ratios are of medians.", ""]
-    if g := results.get("generation"):
+    for g in [v for k, v in results.items() if k.startswith("generation")]:
         lines += [f"## (a) Generation: {g['images']} images, {g['model']}, {g['steps']} steps, {g['threads']} "
-                  f"thread(s), {g['reps']} reps", "", "| variant | images/s | × original | max pixel diff |",
-                  "|---|---|---|---|", f"| original loop | {fmt(g['images_per_s']['original_loop'])} | 1 | 0 |"]
-        lines += [f"| engine, batch {b} | {fmt(g['images_per_s'][f'engine_batch_{b}'])} | {r:.2f} | "
-                  f"{g['max_pixel_diff_vs_original'][b]}/255 |" for b, r in g["ratio_vs_original"].items()]
-        lines += ["", f"Best batch size {g['best_batch_size']}: {g['best_ratio']:.2f}× the original loop.", ""]
+                  f"thread(s), {g['reps']} reps", "",
+                  "| variant | images/s | × original | max pixel diff | verdicts changed | accuracy |",
+                  "|---|---|---|---|---|---|"]
+        for name, rate in g["images_per_s"].items():
+            changed, acc = g["verdicts_changed_vs_original"][name], g["accuracy"][name]
+            lines.append(f"| {name.replace('_', ' ')} | {fmt(rate)} | {g['ratio_vs_original'][name]:.2f} | "
+                         f"{g['max_pixel_diff_vs_original'][name]}/255 | {'' if changed is None else changed} | "
+                         f"{'' if acc is None else f'{acc:.3f}'} |")
+        lines += ["", f"Plain batching, best batch size {g['best_batch_size']}: {g['best_batch_ratio']:.2f}× the "
+                      f"original loop; best variant {g['best_variant'].replace('_', ' ')}: {g['best_ratio']:.2f}×."]
+        if g["compile_s"]:
+            lines += ["Compile time (outside the timing, once per process): " + ", ".join(
+                f"{k.replace('_', ' ')} {v:.0f} s" for k, v in g["compile_s"].items()) + "."]
+        lines += [""]
     if j := results.get("judging"):
         lines += [f"## (b) Judging: {j['images']} images, server latency {j['latency_s']} s, {j['reps']} reps", "",
                   "| variant | images/s |", "|---|---|"]
@@ -367,14 +429,17 @@ def default_model() -> str:
 
 def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = False,
             only: list[str] | None = None, model: str | None = None,
-            sizes: tuple[int, ...] = (32, 128, 256, 512, 1024), processes: tuple[int, ...] | None = None) -> Path:
+            sizes: tuple[int, ...] = (32, 128, 256, 512, 1024), processes: tuple[int, ...] | None = None,
+            threads: tuple[int, ...] = (1,)) -> Path:
     """Every benchmark (or `only` these), full size or `quick`; writes the report and returns its README."""
     todo = only or ["generation", "judging", "chain", "scaling", "finetune"]
     model = model or default_model()
     results: dict = {"machine": machine(), "quick": quick}
-    if "generation" in todo:
-        results["generation"] = bench_generation(model, n_images=4, batch_sizes=(2, 4), steps=2) if quick else \
-            bench_generation(model)
+    if "generation" in todo:  # "generation" at the first thread count, "generation_<n>_threads" at the others
+        for k, n in enumerate(threads):
+            results["generation" if k == 0 else f"generation_{n}_threads"] = bench_generation(
+                model, n_images=4, batch_sizes=(2, 4), steps=2, threads=n, tuned=("bfloat16",)) if quick else \
+                bench_generation(model, threads=n)
     if "judging" in todo:
         results["judging"] = bench_judging(n_images=8, latency=0.05) if quick else bench_judging()
         from .judge.client import LOCAL_CONCURRENCY

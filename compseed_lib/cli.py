@@ -95,7 +95,9 @@ def _bench(args) -> int:
 
     sizes = counts(args.sizes, "--sizes") if args.sizes else (32, 128, 256, 512, 1024)
     procs = counts(args.processes, "--processes") if args.processes else None
-    print(run_all(args.out, quick=args.quick, only=only, model=args.model, sizes=sizes, processes=procs))
+    threads = counts(args.threads, "--threads") if args.threads else (1,)
+    print(run_all(args.out, quick=args.quick, only=only, model=args.model, sizes=sizes, processes=procs,
+                  threads=threads))
     return 0
 
 
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "chain's, configs/mini.yaml)")
     p.add_argument("--sizes", help="scaling: comma-separated image counts (default 32,128,256,512,1024)")
     p.add_argument("--processes", help="scaling: comma-separated process counts (default 1, 2, 4 ... up to the cores)")
+    p.add_argument("--threads", help="generation: comma-separated torch thread counts, one table each (default 1)")
     p.set_defaults(func=_bench)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")

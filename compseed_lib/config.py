@@ -51,6 +51,7 @@ class GenerateConfig:
     width: int = 32
     batch_size: int = 16
     threads: int | None = None  # torch CPU threads while generating; None: half the cores (generate.default_threads)
+    compile: bool = False  # torch.compile the denoiser (a one-off compile per process; pays off on long runs)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class JudgeConfig:
     base_url: str | None = None  # overrides the registry's endpoint
     model: str | None = None
     api_key_env: str | None = None  # name of the environment variable holding the key, never the key
-    concurrency: int | None = None  # requests in flight; None: judge.client.default_concurrency (2 for the
+    concurrency: int | None = None  # requests in flight; None: judge.client.default_concurrency (8 for the
                                     # kit's own CPU judge on loopback, 32 for a judge server or API)
     timeout: float = 60.0
     max_retries: int = 4
@@ -189,6 +190,8 @@ def check_generate(g: GenerateConfig, seeds: bool = True) -> GenerateConfig:
         raise _bad("generate.guidance", g.guidance, "must be >= 0")
     if g.threads is not None and (isinstance(g.threads, bool) or not isinstance(g.threads, int) or g.threads < 1):
         raise _bad("generate.threads", g.threads, "a positive number of CPU threads, or null for half the cores")
+    if not isinstance(g.compile, bool):
+        raise _bad("generate.compile", g.compile, "true or false")
     return g
 
 

@@ -181,11 +181,10 @@ def torch_threads(n: int | None, device: str = "cpu") -> Iterator[int]:
 
 
 def _denoise_batch(pipe, batch: Sequence[Job], cfg: GenerateConfig, shape: tuple[int, int, int], info: dict,
-                   extra: dict) -> list:
+                   extra: dict, states: pipelines.PromptStates) -> list:
     """One pipeline call for a batch: the PIL images, in the batch's order."""
-    images = render(pipe, info, [j.prompt.text for j in batch], [j.seed for j in batch], cfg.steps, cfg.guidance,
-                    cfg.height, cfg.width, extra, shape)
-    return images
+    return render(pipe, info, [j.prompt.text for j in batch], [j.seed for j in batch], cfg.steps, cfg.guidance,
+                  cfg.height, cfg.width, extra, shape, states)
 
 
 def _write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, settings: dict, ledger: Ledger) -> None:
@@ -205,17 +204,20 @@ def _write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, setti
 
 
 def render(pipe, info: dict, texts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float, height: int,
-           width: int, extra: dict | None = None, shape: tuple[int, int, int] | None = None) -> list:
+           width: int, extra: dict | None = None, shape: tuple[int, int, int] | None = None,
+           states: pipelines.PromptStates | None = None) -> list:
     """One pipeline call, in memory: PIL images of (text, seed) pairs from the engine's per-seed noise and
-    generators (the pixels `generate` writes for the same settings and batch)."""
+    generators (the pixels `generate` writes for the same settings and batch). `states`: the run's
+    text-state cache (each distinct prompt encoded once; a new one per call when None)."""
     device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
     gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
     shape = shape or pipelines.latent_shape(pipe, height, width)
     drawn = [_seeded(s, shape, gen_device) for s in seeds]
     latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (B, C, h, w)
     extra = pipelines.call_kwargs(pipe) if extra is None else extra
+    text = (states or pipelines.PromptStates(pipe))(list(texts), guidance)
     with torch.inference_mode():
-        return pipe(prompt=list(texts), latents=latents, generator=[gen for _, gen in drawn],
+        return pipe(**text, latents=latents, generator=[gen for _, gen in drawn],
                     num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
                     output_type="pil", **extra).images
 
@@ -242,14 +244,16 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
         log.warning("%s", problem)
     # 3. Generate batch by batch; rows go in after their PNGs
     #    on a writer thread: batch i is written while batch i + 1 denoises (one batch in flight at most)
-    extra = pipelines.call_kwargs(pipe)
+    extra, states = pipelines.call_kwargs(pipe), pipelines.PromptStates(pipe)
+    if cfg.compile and todo:
+        pipelines.compile_denoiser(pipe)
     start = time.perf_counter()
     writing: tuple[Future, int] | None = None
     with progress_bar(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar, \
             torch_threads(cfg.threads, info["device"]), ThreadPoolExecutor(1, thread_name_prefix="png") as writer:
         for i in range(0, len(todo) + cfg.batch_size, cfg.batch_size):
             batch = todo[i:i + cfg.batch_size]
-            images = _denoise_batch(pipe, batch, cfg, shape, info, extra) if batch else []
+            images = _denoise_batch(pipe, batch, cfg, shape, info, extra, states) if batch else []
             if writing is not None:
                 writing[0].result()  # the writer's error is raised here, in the caller
                 bar.update(writing[1])

@@ -359,3 +359,81 @@ def call_kwargs(pipe) -> dict:
     if "clean_caption" in params and not (is_bs4_available() and is_ftfy_available()):
         out["clean_caption"] = False
     return out
+
+
+def compile_denoiser(pipe) -> None:
+    """`torch.compile` the denoiser in place, once (a compiled one is left as it is). The first batch of
+    each new shape pays the compile (about a minute per shape for the mini-world models on one CPU
+    thread); outputs equal the eager model's up to float rounding (measured: 3e-6 on a noise prediction).
+    Attention processors installed later (attention maps, guidance, regional prompts) recompile."""
+    net = denoiser(pipe)
+    if not getattr(net, "_compiled_call_impl", None):
+        net.compile()
+        log.info("compiled %s with torch.compile (the first batch of each shape compiles)", type(net).__name__)
+
+
+def _masks_text(pipe) -> bool:
+    """Whether the denoiser masks text padding in cross-attention (PixArt), so padding columns can go."""
+    return getattr(getattr(denoiser(pipe), "config", None), "caption_channels", None) is not None
+
+
+class PromptStates:
+    """Each distinct prompt's text states, made once by the pipeline's own `encode_prompt` and kept, and
+    the `__call__` arguments that hand them to the pipeline instead of the prompt strings.
+
+    A seed-mining batch repeats each prompt once per seed and the unconditional prompt "" once per image;
+    the pipeline would encode all of them on every call. Here each text is encoded once per run. Where
+    the denoiser masks padding (PixArt: T5 states padded to 120 tokens, padding masked in cross-attention),
+    the padding columns no prompt in the batch uses are cut: masked keys add nothing to attention, so
+    the images are those of the padded states up to float rounding, and the denoiser attends over the
+    batch's longest prompt instead of 120 tokens. SD's CLIP states keep their 77 positions (the UNet
+    attends to the padding tokens' states). Pipelines of other classes get the prompt strings.
+
+    Usage:
+        states = PromptStates(pipe)
+        pipe(**states(["two stars", "a ball"], guidance=4.0), latents=..., num_inference_steps=...)
+    """
+
+    def __init__(self, pipe):
+        from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusionPipeline
+
+        self.pipe, self._cache = pipe, {}
+        self.kind = ("pixart" if isinstance(pipe, PixArtAlphaPipeline | PixArtSigmaPipeline) and _masks_text(pipe)
+                     else "sd" if isinstance(pipe, StableDiffusionPipeline) else None)
+        clean = call_kwargs(pipe).get("clean_caption", True)  # as `__call__` would clean each caption
+        self._encode_kwargs = {"clean_caption": clean} if self.kind == "pixart" else {}
+
+    def _encode(self, texts: list[str]) -> None:
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if not new:
+            return
+        pipe, device = self.pipe, self.pipe._execution_device
+        with torch.inference_mode():
+            if self.kind == "sd":
+                states, _ = pipe.encode_prompt(new, device, 1, False)
+                masks = [None] * len(new)
+            else:
+                states, masks, _, _ = pipe.encode_prompt(new, False, device=device, **self._encode_kwargs)
+        for i, text in enumerate(new):
+            self._cache[text] = (states[i], masks[i])
+
+    def __call__(self, texts: list[str], guidance: float) -> dict:
+        """`__call__` keyword arguments for a batch of prompts (with the unconditional "" when guided)."""
+        if self.kind is None:
+            return {"prompt": list(texts)}
+        guided = guidance > 1.0  # diffusers' do_classifier_free_guidance
+        self._encode(list(texts) + ([""] if guided else []))
+        states = torch.stack([self._cache[t][0] for t in texts])
+        if self.kind == "sd":
+            out = {"prompt_embeds": states}
+            if guided:
+                out["negative_prompt_embeds"] = self._cache[""][0].expand_as(states)
+            return out
+        masks = torch.stack([self._cache[t][1] for t in texts])
+        neg, neg_mask = self._cache[""] if guided else (None, None)
+        used = int(max(masks.sum(1).max(), neg_mask.sum() if guided else 0))  # right padding: keep 0..used-1
+        out = {"prompt_embeds": states[:, :used], "prompt_attention_mask": masks[:, :used], "negative_prompt": None}
+        if guided:
+            out["negative_prompt_embeds"] = neg[:used].expand(len(texts), -1, -1)
+            out["negative_prompt_attention_mask"] = neg_mask[:used].expand(len(texts), -1)
+        return out

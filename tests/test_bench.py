@@ -30,21 +30,26 @@ def test_quick_generation_judging_chain_report(cache, tmp_path):
     g = res["generation"]
     for fig in g["images_per_s"].values():
         _check(fig, 3)
-    for b, r in g["ratio_vs_original"].items():
-        assert r == pytest.approx(g["images_per_s"][f"engine_batch_{b}"]["median"] /
-                                  g["images_per_s"]["original_loop"]["median"])
-        assert 0 <= g["max_pixel_diff_vs_original"][b] <= 1  # same images as the per-image loop (float kernels)
-    assert g["best_ratio"] == max(g["ratio_vs_original"].values())
+    assert set(g["images_per_s"]) == {"original_loop", "engine_batch_2", "engine_batch_4", "engine_batch_4_bfloat16"}
+    for name, r in g["ratio_vs_original"].items():
+        assert r == pytest.approx(g["images_per_s"][name]["median"] / g["images_per_s"]["original_loop"]["median"])
+    for b in (2, 4):  # float32: the per-image loop's images up to float kernels, and the same verdicts
+        assert 0 <= g["max_pixel_diff_vs_original"][f"engine_batch_{b}"] <= 1
+        assert g["verdicts_changed_vs_original"][f"engine_batch_{b}"] == 0
+    assert g["verdicts_changed_vs_original"]["original_loop"] == 0
+    assert 0 <= g["verdicts_changed_vs_original"]["engine_batch_4_bfloat16"] <= 4
+    assert g["best_ratio"] == max(v for k, v in g["ratio_vs_original"].items() if k != "original_loop")
+    assert g["best_batch_ratio"] == g["ratio_vs_original"][f"engine_batch_{g['best_batch_size']}"]
     j = res["judging"]
     rates = j["images_per_s"]
     seq, conc = rates["sequential_openai"], rates[f"async_client_concurrency_{j['concurrency']}"]
     _check(seq, 3)
     assert seq["max"] < 1 / j["latency_s"]  # the server's added latency bounds sequential calls
     assert j["ratio_vs_sequential"] == pytest.approx(conc["median"] / seq["median"])
-    assert res["judging_local"]["latency_s"] == 0.0 and res["judging_local"]["concurrency"] == 1
+    assert res["judging_local"]["latency_s"] == 0.0 and res["judging_local"]["concurrency"] == 8
     assert res["machine"]["versions"]["torch"] and res["machine"]["cpus"] >= 1
     text = readme.read_text()
-    assert "| original loop |" in text and "× original" in text and "sequential_openai" in text
+    assert "| original loop |" in text and "| engine batch 4 bfloat16 |" in text and "× original" in text and "sequential_openai" in text
 
 
 def test_quick_scaling_under_accelerate_and_finetune(cache, tmp_path):

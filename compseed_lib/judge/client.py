@@ -41,7 +41,7 @@ RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each attempt, with jitter
 BACKOFF_CAP = 30.0
 CHECK_TIMEOUT = 10.0  # seconds for the up-front reachability check
-LOCAL_CONCURRENCY = 1  # the kit's own judge shares the CPU with the client: 2 in flight ran 0.79x sequential
+LOCAL_CONCURRENCY = 8  # the kit's own judge (its own process) on 2 cores: 8 in flight 134 images/s, 1: 75
 REMOTE_CONCURRENCY = 32  # a server or API answers many at once: 200 ms latency needs ~32 in flight for 14x
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +141,9 @@ def check_reachable(spec: JudgeSpec, key: str, timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def start_local_server(timeout: float = START_TIMEOUT) -> Iterator[str]:
-    """Start `python -m compseed_lib.judge.server` on a free loopback port; yields its /v1 base URL."""
+def start_local_server(timeout: float = START_TIMEOUT, args: Sequence[str] = ()) -> Iterator[str]:
+    """Start `python -m compseed_lib.judge.server` on a free loopback port (with extra command-line `args`,
+    e.g. ["--latency", "0.2"]); yields its /v1 base URL."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -151,7 +152,8 @@ def start_local_server(timeout: float = START_TIMEOUT) -> Iterator[str]:
         err_path = Path(tmp) / "stderr.log"
         with open(err_path, "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "compseed_lib.judge.server", "--host", "127.0.0.1",
-                                     "--port", "0", "--port-file", str(port_file), "--exit-with", str(os.getpid())],
+                                     "--port", "0", "--port-file", str(port_file), "--exit-with", str(os.getpid()),
+                                     *args],
                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
         try:
             base_url = _wait_ready(proc, port_file, err_path, timeout)
