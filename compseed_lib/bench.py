@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import platform
 import statistics
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -345,6 +347,15 @@ def bench_scaling(sizes=(32, 128, 256, 512, 1024), processes=(1, 2, 4), steps: i
             "max_deviation_from_linear": linear, "speedup_vs_1_process": speedup}
 
 
+def line_fit(scaling: dict, processes: int) -> tuple[float, float, float]:
+    """(fixed s, s per image, largest |residual| / time) of a least-squares line through the median total
+    seconds of each size at `processes` processes: the fixed cost of a launch and the marginal cost."""
+    n = np.array(scaling["sizes"], dtype=float)
+    t = np.array([scaling["s_per_image"][f"{int(k)}x{processes}"]["median"] * k for k in n])
+    b, a = np.polyfit(n, t, 1)
+    return float(a), float(b), float(np.max(np.abs(t - (a + b * n)) / t))
+
+
 # ------------------------------------------------------------------ report
 def write_report(results: dict, out_dir: str | Path) -> Path:
     """bench.json and README.md (the tables) in `out_dir`; returns the README's path."""
@@ -360,10 +371,19 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
              f"{m['date']} · {m['processor']}, {m['cpus']} CPUs ({m['platform']}) · load at start "
              f"{m['load_1min_at_start']} · torch threads {m['torch_threads']} · GPU {m['cuda']} · "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
-             "Each figure: median (min–max) of interleaved repetitions; ratios are of medians.", ""]
+             "Each figure: median (min–max) of interleaved repetitions; ratios are of medians. Under each "
+             "heading: when it was measured and the machine's load then (sections are re-measured alone with "
+             "`--only`).", ""]
+
+    def when(d: dict) -> list[str]:
+        m = d.get("measured") or {}
+        load = m.get("load_1min_at_start")
+        return [f"_measured {m.get('date')}" + (f", 1-min load at start {load:.2f}" if load is not None else "")
+                + "_", ""] if m else []
+
     for g in [v for k, v in results.items() if k.startswith("generation")]:
         lines += [f"## (a) Generation: {g['images']} images, {g['model']}, {g['steps']} steps, {g['threads']} "
-                  f"thread(s), {g['reps']} reps", "",
+                  f"thread(s), {g['reps']} reps", "", *when(g),
                   "| variant | images/s | × original | max pixel diff | verdicts changed | accuracy |",
                   "|---|---|---|---|---|---|"]
         for name, rate in g["images_per_s"].items():
@@ -378,13 +398,13 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
                 f"{k.replace('_', ' ')} {v:.0f} s" for k, v in g["compile_s"].items()) + "."]
         lines += [""]
     if j := results.get("judging"):
-        lines += [f"## (b) Judging: {j['images']} images, server latency {j['latency_s']} s, {j['reps']} reps", "",
+        lines += [f"## (b) Judging: {j['images']} images, server latency {j['latency_s']} s, {j['reps']} reps", "", *when(j),
                   "| variant | images/s |", "|---|---|"]
         lines += [f"| {k} | {fmt(v)} |" for k, v in j["images_per_s"].items()]
         lines += ["", f"Async client at concurrency {j['concurrency']}: {j['ratio_vs_sequential']:.2f}× "
                       f"sequential calls.", ""]
     if j := results.get("judging_local"):
-        lines += [f"## (b) The kit's own judge on loopback (no added latency, {j['images']} images)", "",
+        lines += [f"## (b) The kit's own judge on loopback (no added latency, {j['images']} images)", "", *when(j),
                   "| variant | images/s |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in j["images_per_s"].items()]
         lines += ["", f"Concurrency {j['concurrency']} (the local default): {j['ratio_vs_sequential']:.2f}× "
                       f"sequential calls.", ""]
@@ -394,16 +414,19 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
         lines += [f"| total | {c['total_s']:.0f} |", ""]
     if s := results.get("scaling"):
         lines += [f"## (c) Scaling under accelerate launch ({s['model']}, {s['steps']} steps, batch {s['batch']}, "
-                  f"{s['reps']} reps): s/image", "", "| images | " + " | ".join(f"{p} proc" for p in s["processes"])
+                  f"{s['reps']} reps): s/image", "", *when(s), "| images | " + " | ".join(f"{p} proc" for p in s["processes"])
                   + " |", "|---|" + "---|" * len(s["processes"])]
         lines += [f"| {n} | " + " | ".join(fmt(s["s_per_image"][f"{n}x{p}"]) for p in s["processes"]) + " |"
                   for n in s["sizes"]]
-        lines += ["", "Largest deviation from linear (sizes ≥ 128): " + ", ".join(
+        lines += ["", "Largest deviation from linear (s/image at sizes ≥ 128 against the largest size): " + ", ".join(
             f"{p} proc {100 * d:.1f}%" for p, d in s["max_deviation_from_linear"].items()) + "; speed-up at "
-            + ", ".join(f"{p} proc {v:.2f}×" for p, v in s["speedup_vs_1_process"].items()), ""]
+            + ", ".join(f"{p} proc {v:.2f}×" for p, v in s["speedup_vs_1_process"].items()) + ".",
+            "Least-squares line of total seconds (median) against images: " + "; ".join(
+                f"{p} proc {a:+.1f} s + {1000 * b:.1f} ms/image (largest residual {100 * r:.0f}% of the time)"
+                for p, (a, b, r) in ((p, line_fit(s, p)) for p in s["processes"])) + ".", ""]
     if f := results.get("finetune"):
         lines += [f"## (d) Fine-tuning ({f['model']}, batch {f['batch']}, {f['threads']} thread(s), {f['reps']} reps)",
-                  "", f"{fmt(f['s_per_step'])} s/step, {f['images_per_s']:.1f} images/s.", ""]
+                  "", *when(f), f"{fmt(f['s_per_step'])} s/step, {f['images_per_s']:.1f} images/s.", ""]
     if x := results.get("gpu_sd21"):
         lines += [f"## (e) SD 2.1 shape ({x['device']}, {x['shape']} shape, {x['size']} px, {x['steps']} steps, "
                   f"CFG)", "", "| dtype | batch | compile | s/image | MFU |", "|---|---|---|---|---|"]
@@ -427,31 +450,63 @@ def default_model() -> str:
     return load_config(REPO / "configs" / "mini.yaml").model.pipeline
 
 
+def generation_key(model: str, threads: int) -> str:
+    """The results key of a generation table: one per model and thread count."""
+    return f"generation_{model}_{threads}_threads"
+
+
+def _previous(out: Path, quick: bool) -> dict:
+    """The sections of `out`/bench.json measured before (full-size ones only for a full run), each with
+    the date and load it was measured at."""
+    f = out / "bench.json"
+    try:
+        old = json.loads(f.read_text()) if f.is_file() else {}
+    except ValueError:
+        log.warning("%s is not JSON; starting a new report", f)
+        return {}
+    if bool(old.get("quick")) != quick:
+        return {}
+    stamp = _stamp(old.get("machine", {}))
+    return {k: {"measured": stamp, **v} for k, v in old.items()
+            if isinstance(v, dict) and k not in ("machine", "gpu_sd21")}
+
+
+def _stamp(m: dict) -> dict:
+    return {k: m.get(k) for k in ("date", "load_1min_at_start", "torch_threads")}
+
+
 def run_all(out_dir: str | Path = REPO / "reports" / "bench", quick: bool = False,
             only: list[str] | None = None, model: str | None = None,
             sizes: tuple[int, ...] = (32, 128, 256, 512, 1024), processes: tuple[int, ...] | None = None,
             threads: tuple[int, ...] = (1,)) -> Path:
-    """Every benchmark (or `only` these), full size or `quick`; writes the report and returns its README."""
+    """Every benchmark (or `only` these), full size or `quick`; writes the report and returns its README.
+    Sections of an earlier report in `out_dir` that this call does not measure are kept, each with the
+    date and load it was measured at (`--only judging` re-measures judging and keeps the rest)."""
     todo = only or ["generation", "judging", "chain", "scaling", "finetune"]
+    unknown = sorted(set(todo) - {"generation", "judging", "chain", "scaling", "finetune"})
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}: use generation, judging, chain, scaling, finetune")
     model = model or default_model()
-    results: dict = {"machine": machine(), "quick": quick}
-    if "generation" in todo:  # "generation" at the first thread count, "generation_<n>_threads" at the others
-        for k, n in enumerate(threads):
-            results["generation" if k == 0 else f"generation_{n}_threads"] = bench_generation(
+    m = machine()
+    new: dict = {}
+    if "generation" in todo:
+        for n in threads:
+            new[generation_key(model, n)] = bench_generation(
                 model, n_images=4, batch_sizes=(2, 4), steps=2, threads=n, tuned=("bfloat16",)) if quick else \
                 bench_generation(model, threads=n)
     if "judging" in todo:
-        results["judging"] = bench_judging(n_images=8, latency=0.05) if quick else bench_judging()
+        new["judging"] = bench_judging(n_images=8, latency=0.05) if quick else bench_judging()
         from .judge.client import LOCAL_CONCURRENCY
 
-        results["judging_local"] = bench_judging(n_images=8 if quick else 256, latency=0.0,
-                                                 concurrency=LOCAL_CONCURRENCY)
-    if "chain" in todo:
-        results["chain"] = read_chain()
+        new["judging_local"] = bench_judging(n_images=8 if quick else 256, latency=0.0, concurrency=LOCAL_CONCURRENCY)
+    if "chain" in todo and (chain := read_chain()) is not None:
+        new["chain"] = chain
     if "scaling" in todo:
-        results["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1, model=model) \
+        new["scaling"] = bench_scaling(sizes=(4, 8), processes=(1, 2), steps=2, batch=4, reps=1, model=model) \
             if quick else bench_scaling(sizes=sizes, model=model, processes=processes or tuple(
                 p for p in (1, 2, 4, 8, 16) if p <= (os.cpu_count() or 1)))
     if "finetune" in todo:
-        results["finetune"] = bench_finetune(steps=(1, 8), batch=4, images=8) if quick else bench_finetune()
+        new["finetune"] = bench_finetune(steps=(1, 8), batch=4, images=8) if quick else bench_finetune()
+    results = {"machine": m, "quick": quick, **_previous(Path(out_dir), quick)}
+    results.update({k: {"measured": _stamp(m), **v} for k, v in new.items()})
     return write_report(results, out_dir)

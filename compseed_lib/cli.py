@@ -96,8 +96,11 @@ def _bench(args) -> int:
     sizes = counts(args.sizes, "--sizes") if args.sizes else (32, 128, 256, 512, 1024)
     procs = counts(args.processes, "--processes") if args.processes else None
     threads = counts(args.threads, "--threads") if args.threads else (1,)
-    print(run_all(args.out, quick=args.quick, only=only, model=args.model, sizes=sizes, processes=procs,
-                  threads=threads))
+    try:
+        print(run_all(args.out, quick=args.quick, only=only, model=args.model, sizes=sizes, processes=procs,
+                      threads=threads))
+    except ValueError as e:
+        raise SystemExit(f"compseed bench: {e}") from None
     return 0
 
 

@@ -365,9 +365,14 @@ def compile_denoiser(pipe) -> None:
     """`torch.compile` the denoiser in place, once (a compiled one is left as it is). The first batch of
     each new shape pays the compile (about a minute per shape for the mini-world models on one CPU
     thread); outputs equal the eager model's up to float rounding (measured: 3e-6 on a noise prediction).
-    Attention processors installed later (attention maps, guidance, regional prompts) recompile."""
+    Attention processors installed later (attention maps, guidance, regional prompts) recompile. A compile
+    that fails (no C++ compiler, a broken inductor cache) falls back to the eager model with a warning
+    instead of ending the run."""
+    import torch._dynamo
+
     net = denoiser(pipe)
     if not getattr(net, "_compiled_call_impl", None):
+        torch._dynamo.config.suppress_errors = True
         net.compile()
         log.info("compiled %s with torch.compile (the first batch of each shape compiles)", type(net).__name__)
 

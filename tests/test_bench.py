@@ -27,7 +27,9 @@ def test_interleaved_rotates_order_and_summarises():
 def test_quick_generation_judging_chain_report(cache, tmp_path):
     readme = bench.run_all(tmp_path, quick=True, only=["generation", "judging", "chain"])
     res = json.loads((tmp_path / "bench.json").read_text())
-    g = res["generation"]
+    assert [k for k in res if k.startswith("generation")] == [bench.generation_key(bench.default_model(), 1)]
+    g = res[bench.generation_key(bench.default_model(), 1)]
+    assert g["measured"]["date"] == res["machine"]["date"]
     for fig in g["images_per_s"].values():
         _check(fig, 3)
     assert set(g["images_per_s"]) == {"original_loop", "engine_batch_2", "engine_batch_4", "engine_batch_4_bfloat16"}
@@ -48,7 +50,17 @@ def test_quick_generation_judging_chain_report(cache, tmp_path):
     assert j["ratio_vs_sequential"] == pytest.approx(conc["median"] / seq["median"])
     assert res["judging_local"]["latency_s"] == 0.0 and res["judging_local"]["concurrency"] == 8
     assert res["machine"]["versions"]["torch"] and res["machine"]["cpus"] >= 1
+    # a second call re-measures only what it is asked for and keeps the rest with its own date
+    (tmp_path / "bench.json").write_text(json.dumps({**res, "judging": {**res["judging"], "measured": {
+        "date": "2000-01-01T00:00:00+00:00", "load_1min_at_start": 0.5, "torch_threads": 1}}}))
+    bench.run_all(tmp_path, quick=True, only=["chain"])
+    again = json.loads((tmp_path / "bench.json").read_text())
+    assert again["judging"]["measured"]["date"] == "2000-01-01T00:00:00+00:00"
+    assert again[bench.generation_key(bench.default_model(), 1)]["images_per_s"] == g["images_per_s"]
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        bench.run_all(tmp_path, quick=True, only=["generatoin"])
     text = readme.read_text()
+    assert "_measured 2000-01-01" in text
     assert "| original loop |" in text and "| engine batch 4 bfloat16 |" in text and "× original" in text and "sequential_openai" in text
 
 
