@@ -17,10 +17,13 @@ resume compares a file with the hash written for it, and a judgement belongs to 
 image made again, by any batch size, is judged again).
 
 Speed (measured by `compseed bench`, reports/bench/): one pipeline call per batch (classifier-free
-guidance's two halves already go through the denoiser as one batch in diffusers); PNG encoding, hashing,
-file writes and the batch's ledger rows run on a writer thread while the next batch denoises; on CPU the
-pipeline runs on `generate.threads` torch threads (default: half the cores, divided among the local
-processes), because on a shared machine extra threads made the same batch 3x slower and erratic.
+guidance's two halves already go through the denoiser as one batch in diffusers); each distinct prompt's
+text states are encoded once per run and handed to the pipeline, with PixArt's masked padding cut to the
+batch's longest prompt (`pipelines.PromptStates`); PNG encoding, hashing, file writes and the batch's
+ledger rows run on a writer thread while the next batch denoises; on CPU the pipeline runs on
+`generate.threads` torch threads (default: half the cores, divided among the local processes), because
+on a shared machine extra threads made the same batch 3x slower and erratic; `generate.compile: true`
+compiles the denoiser (a one-off cost per process and batch shape).
 
 Resume: a job is skipped when its row and file exist and the file's sha256 matches the row; a file
 that does not match (or has no row) is regenerated. PNGs are written atomically, rows after them,
