@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,19 @@ def _prompts(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `compseed` console script."""
+    code = _main(argv)
+    if code == 130 and argv is None:
+        # Ctrl-C as a program: leave now. An interrupt that lands mid-cell can leave papermill's kernel
+        # client half torn down, and exit-time cleanup would then wait for the kernel's busy cell; the
+        # kernel exits by itself once this process is gone, and finished work is already on disk.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(130)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve-judge":  # the server owns its flags
         from .judge import server
