@@ -145,6 +145,10 @@ def _main(argv: list[str] | None) -> int:
         from .miniworld.generator import card
 
         return card.main(argv[1:]) or 0
+    if argv and argv[0] == "rejudge":
+        from .judge import rejudge
+
+        return rejudge.main(argv[1:]) or 0
     if argv and argv[0] == "judge-accuracy":
         from .miniworld import report
 
@@ -191,6 +195,7 @@ def _main(argv: list[str] | None) -> int:
     p.set_defaults(func=_bench)
     sub.add_parser("serve-judge", help="OpenAI-compatible judge server on loopback (see --help)")
     sub.add_parser("train-miniworld", help="train the mini-world generator from scratch (see --help)")
+    sub.add_parser("rejudge", help="re-read a run's stored raw answers with the current parser (see --help)")
     sub.add_parser("judge-accuracy", help="measure the mini-world judge on fresh renders (see --help)")
     sub.add_parser("evaluate-model", help="the model card's numbers for a mini-world generator (see --help)")
     sub.add_parser("model-card", help="write a mini-world generator's model card (see --help)")

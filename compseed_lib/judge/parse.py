@@ -8,9 +8,13 @@ count question asks about, which objects and relation a yes/no question names. S
   fractional numbers, and answers that never state a count give None;
 - counts are read as digits, words (zero..ninety-nine), "a dozen" / "half a dozen", "a pair of",
   "a single ball" / "a ball", "none" / "no balls" / "zero";
-- yes/no: a verdict word opening or closing a clause ("Yes, ...", "..., no."), or a restatement of the
-  relation ("The ball is to the left of the star", its converse "the star is on the right of the
-  ball", negated forms, "there is no ball"); conflicting verdicts give None.
+- yes/no: read clause by clause — an answer particle ("Yes", "No"), an elliptical answer ("Definitely
+  not", "It is"), an evaluation ("not true", "it is false that ..."), a closing "yes"/"no" ("I would say
+  no"), a restatement of the relation or its converse ("the ball is not to the left of the star", "the
+  star is on the right of the ball"), an absent object ("there is no ball"); every negation is placed on
+  what it governs, and one that cannot be placed makes the answer unknown; conflicting verdicts give None;
+- counts under a negation ("not 3", "there aren't three balls", "4 rather than 3") are never read as
+  that number ("not three but four" -> 4; "there isn't a single ball" -> 0).
 Numbers are whole tokens (the original code scored "12" as 2), and JSON answers ({"answer": "3"}) and
 code-fenced JSON are unwrapped first.
 
@@ -38,9 +42,6 @@ UNITS = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen".split())}
 TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
         "ninety": 90}
-YES_WORDS = {"yes", "yeah", "yep", "yup", "true", "correct", "affirmative", "indeed", "absolutely",
-             "definitely", "certainly"}
-NO_WORDS = {"no", "nope", "nah", "false", "incorrect", "negative"}
 # A refusal or an admission of not knowing anywhere in the answer makes it unknown.
 _REFUSAL = re.compile(
     r"\b(?:can't|cannot|can not|couldn't|could not|unable|not able|unknown|sorry|not sure|unsure|unclear|"
@@ -72,6 +73,7 @@ _GENERIC = {"of", "in", "the", "this", "that", "image", "picture", "photo", "sce
             "are", "shown", "present", "altogether", "overall", "and", "clearly", "can", "be", "seen", "i",
             "see", "count", "counted", "exactly", "only", "just", "precisely", "in total", "pieces", ","}
 _NEGATION = {"not", "aren't", "isn't", "don't", "doesn't", "without", "never"}
+_CONTRASTS = {"instead", "rather", "but"}  # "4 instead of 3", "4 rather than 3", "4 but not 3"
 _LOOKAHEAD = 4  # tokens between a number and the noun it counts ("3 small red balls")
 _LOOKBACK = 7  # tokens between a noun and a number stated after it ("the number of balls in the image is 3")
 _LINK = {"is", "are", ":", "=", "of", "the", "in", "this", "image", "picture", "photo", "total", "number",
@@ -205,7 +207,8 @@ def _counted(tokens: list[str], start: int, end: int, asked, vocab) -> str:
     """What the number at tokens[start:end] counts: 'asked', 'other' or 'free' (no object named)."""
     for j in range(end, min(end + _LOOKAHEAD, len(tokens))):
         t = tokens[j]
-        if t in _BOUNDARY or t == "," or t.isdigit() or t in UNITS or t in TENS:
+        if t in _BOUNDARY or t == "," or t.isdigit() or t in UNITS or t in TENS or t in _CONTRASTS or \
+                is_negator(t):
             break
         if _match(tokens, j, asked):
             return "asked"
@@ -213,7 +216,8 @@ def _counted(tokens: list[str], start: int, end: int, asked, vocab) -> str:
             return "other"
     if end < len(tokens):
         t = tokens[end]
-        if t not in _BOUNDARY and t not in _GENERIC and t != "," and not t.isdigit():
+        if t not in _BOUNDARY and t not in _GENERIC and t != "," and not t.isdigit() and t not in _CONTRASTS \
+                and not is_negator(t):
             return "other"  # "3 cats": a word the kit does not know, but a thing all the same
     # stated after its noun: "balls: 3", "the number of balls in this image is 3"
     for j in range(start - 1, max(-1, start - 1 - _LOOKBACK), -1):
@@ -246,6 +250,42 @@ def _zero_for(tokens: list[str], asked, mentions_asked: bool) -> bool:
     return False
 
 
+_NEGATORS = {"not", "never", "no", "none", "nothing", "neither", "nor", "nobody", "nowhere", "without", "nay"}
+
+
+def is_negator(token: str) -> bool:
+    """'not', 'never', 'no', 'none', 'nothing', 'neither', 'nor', 'without' and every "...n't"."""
+    return token in _NEGATORS or token.endswith("n't") or token == "cannot"
+
+
+_COUNT_CLAUSE = {*_BOUNDARY, ",", "but", "and", "while", "whereas", "although", "though", "however", "yet",
+                 "whilst", "so"}
+
+
+def _negated_numbers(tokens: list[str]) -> set[int]:
+    """Indices of the tokens that a negation governs, for counts: everything after a negation up to the
+    end of its clause ("not 3", "there aren't three balls", "rather than 3", "instead of 3"), and a
+    number whose clause is negated after it ("3 balls are not visible", but not "3, not 4")."""
+    out, under, start = set(), False, 0
+    for i, t in enumerate(tokens + ["."]):
+        if t in _COUNT_CLAUSE:
+            clause = range(start, i)
+            # a verbal negation later in the clause with no number after it governs the clause
+            verbal = [j for j in clause if tokens[j] not in ("no", "without", "none", "nothing") and
+                      is_negator(tokens[j])]
+            if verbal and not any(tokens[k].isdigit() or tokens[k] in UNITS or tokens[k] in TENS
+                                  for k in range(verbal[-1] + 1, i)):
+                out.update(range(start, verbal[-1]))
+            under, start = False, i + 1
+            continue
+        if is_negator(t) or (t == "than" and i and tokens[i - 1] == "rather") or \
+                (t == "of" and i and tokens[i - 1] == "instead"):
+            under = True
+        if under:
+            out.add(i)
+    return out
+
+
 def parse_count(text, obj: Obj | str | None = None) -> int | None:
     """The count of `obj` stated in an answer (digits, words, 'a dozen', 'none' ...); None if unknown.
 
@@ -272,11 +312,18 @@ def parse_count(text, obj: Obj | str | None = None) -> int | None:
     vocab = [v for v in _vocabulary() if v not in set(asked)]
     mentions_asked = any(_match(tokens, i, asked) for i in range(len(tokens)))
     kinds: dict[str, set[int]] = {"asked": set(), "other": set(), "free": set()}
+    negated = _negated_numbers(tokens)
+    none_of_asked = False  # "there isn't a single ball", "not a ball": a zero
     for start, end, n in _numbers(tokens, singular):
         kind = _counted(tokens, start, end, asked, vocab)
+        if start in negated:  # "not 3", "there aren't three balls": never read as that number
+            none_of_asked |= kind == "asked" and tokens[start] in ("a", "an", "single")
+            continue
         kinds["free" if kind == "other" and obj is None else kind].add(n)  # no object asked: any noun will do
     if kinds["asked"]:
         return kinds["asked"].pop() if len(kinds["asked"]) == 1 else None
+    if none_of_asked and not kinds["free"]:
+        return 0
     if _zero_for(tokens, asked, mentions_asked):
         return 0 if not kinds["free"] or kinds["free"] == {0} else None
     if kinds["other"] and not mentions_asked:
@@ -287,52 +334,251 @@ def parse_count(text, obj: Obj | str | None = None) -> int | None:
 
 
 # ------------------------------------------------------------------ yes / no
-_STATE_VERB = r"(?:is|are|sits|lies|appears|seems|stands|located|positioned|placed|situated|to be|\s)*"
+# The reader works clause by clause and never lets a negation go unplaced. A clause is cut at
+# punctuation and at conjunctions that open a new proposition ("and", "but", "because" ...); in each,
+# a verdict comes from:
+# - an answer particle opening it ("Yes", "No", "Nope"); it must agree with the rest of the clause
+#   ("No, it isn't" is one "no": negative concord, not a double negation);
+# - an elliptical answer made only of intensifiers, negations and function words ("Definitely not",
+#   "Of course not", "It is", "Not at all"): yes, turned once by every negation in it;
+# - a *core*: an evaluation ("true", "correct", "the case", "wrong", "that's right"), a closing
+#   "yes"/"no" ("I would say no"), a restatement of the asked relation or its converse, or an asked
+#   object declared absent. Every negation before the core in its clause turns it once ("it is not
+#   true", "I don't think the ball is left of the star" -> no; "not incorrect" -> yes), and so does an
+#   evaluation that governs it ("it is false that the ball is left of ..." -> no).
+# Whenever a negation cannot be placed — it sits among content words it may govern ("the ball that
+# is not red is left of ..."), it trails a verdict ("true, not"), or it negates an intensifier
+# ("not definitely", "not exactly": a hedge) — the whole answer is unknown. Unknown is allowed; a
+# verdict read as its opposite is not (tests/test_parse_properties.py checks thousands of phrasings).
+PARTICLE_YES = {"yes", "yeah", "yep", "yup", "aye", "yea", "ya"}
+PARTICLE_NO = {"no", "nope", "nah"}
+_NO_PARTICLE_NEXT = {"it", "the", "that", "this", "they", "not", "its", "it's", "they're", "that's", "there",
+                     "there's", "i", "i'd", "i'm", "definitely", "certainly", "absolutely", "never", "sir",
+                     "way"}
+INTENSIFIERS = {"definitely", "certainly", "absolutely", "indeed", "surely", "sure", "totally", "completely",
+                "entirely", "clearly", "obviously", "undoubtedly", "positively", "truly", "actually",
+                "really", "very", "quite", "exactly", "fully", "precisely", "necessarily", "always",
+                "ofcourse", "nodoubt", "certain", "affirmatively", "unquestionably", "evidently", "plainly",
+                "strictly", "wholly", "just", "simply", "most"}
+_EVAL_POS = {"true", "correct", "accurate", "affirmative", "thecase", "accurately", "correctly"}
+_EVAL_NEG = {"false", "incorrect", "inaccurate", "untrue", "wrong", "negative", "mistaken", "wrongly",
+             "incorrectly", "falsely"}
+YES_WORDS = PARTICLE_YES | _EVAL_POS | INTENSIFIERS  # words that can carry a "yes" (docs and tools)
+NO_WORDS = PARTICLE_NO | _EVAL_NEG
+_FUNCTION = {"it", "it's", "its", "is", "are", "they", "they're", "that", "that's", "this", "does", "do", "did",
+             "so", "there", "there's", "i", "i'm", "am", "the", "answer", "my", "would", "say", "i'd", "atall",
+             "be", "was", "were", "will", "has", "have", "he", "she", "he's", "she's", "statement", "claim",
+             "a", "an", "to", "in", "fact", "of", "course", "one", "sir", "way", "s", "ever", "at", "all",
+             "can", "confirm", "which", "what", "you", "you're", "said", "question"}
+_VERBS = {"is", "are", "does", "do", "did", "was", "were", "it's", "that's", "they're", "there's", "am",
+          "i'm", "he's", "she's", "will", "has", "have", "can"}
+_RIGHT_FRAMES = ({"that's"}, {"that", "is"}, {"you're"}, {"you", "are"}, {"it's"}, {"it", "is"}, {"this", "is"},
+                 {"that", "was"}, {"quite"}, {"that's", "quite"}, {"exactly"})
+# The words allowed between a restated relation's subject and its phrase ("the ball is not directly
+# to the left of"): anything else there may carry a negation that governs something other than the
+# relation, so the restatement is not read.
+_GAP = {"is", "are", "sits", "sit", "lies", "lie", "appears", "appear", "seems", "seem", "stands", "stand",
+        "located", "positioned", "placed", "situated", "found", "to", "be", "does", "do", "did", "also",
+        "still", "much", "far", "slightly", "directly", "just", "clearly", "definitely", "certainly",
+        "indeed", "actually", "really", "in", "fact", "was", "were", "being", "visible", "shown", "drawn",
+        "depicted", "somewhere", "well", "a", "bit", "little", "obviously", "exactly", "precisely", "entirely",
+        "completely", "absolutely", "truly", "here", "there", "now", "always", "both", "it's", "its", "that's",
+        "which", "that", "can", "seen", "image", "the", "of", "one", "side"}
+# Words a negation may sit among before a core and still plainly govern it ("it is not the case that",
+# "I don't think that", "there is no").
+_GOVERNING = _FUNCTION | INTENSIFIERS | _GAP | {"think", "believe", "see", "shows", "show", "picture", "photo",
+                                               "scene", "here", "would", "could", "should", "saying", "say",
+                                               "claim", "agree", "looks", "look", "like", "as", "if", "though"}
+_CLAUSE_SPLIT = re.compile(r"[.;:!?\n()\"—–,]+|\s-\s|\b(?:and|but|while|whereas|although|though|however|"
+                           r"because|since|yet|except|otherwise|nevertheless|nonetheless|whilst)\b")
+_CONTRAST = re.compile(r"\b(?:rather than|instead of|as opposed to|not as|in place of)\b")
+_MULTIWORD = [(re.compile(r"\bof course\b"), "ofcourse"), (re.compile(r"\bno doubt\b"), "nodoubt"),
+              (re.compile(r"\bwithout (?:a |any )?doubt\b"), "nodoubt"), (re.compile(r"\bbeyond doubt\b"), "nodoubt"),
+              (re.compile(r"\bno question\b"), "nodoubt"), (re.compile(r"\bat all\b"), "atall"),
+              (re.compile(r"\bthe case\b"), "thecase"), (re.compile(r"\bin fact\b"), "infact")]
+INTENSIFIERS.add("infact")
 
 
-def _relation_statements(s: str, relation) -> list[bool]:
-    """Verdicts from restatements of the asked relation ('the ball is (not) left of the star'), its
-    converse, or an asked object declared absent."""
+_WEAK_YES = "weak yes"
+
+
+class _Unknown(Exception):
+    """A negation the reader cannot place: the answer is unknown."""
+
+
+def _clauses(s: str) -> list[str]:
+    """The answer cut into clauses; what follows 'rather than' / 'instead of' opens a negated clause."""
+    for rx, word in _MULTIWORD:
+        s = rx.sub(word, s)
+    s = _CONTRAST.sub(" , not ", s)
+    return [c.strip() for c in _CLAUSE_SPLIT.split(s) if c and c.strip()]
+
+
+def _relation_words(relation):
     a, rel, b = relation
     a_words, _ = object_words(a)
     b_words, _ = object_words(b)
-    alt = lambda seqs: "|".join(re.escape(" ".join(q)) for q in seqs)
+    return a_words, b_words, rel
+
+
+def _relation_cores(tokens: list[str], relation) -> list[tuple[int, int, bool | None, int]]:
+    """(start, end, holds, negations inside) of each restatement of the asked relation in a clause.
+
+    holds: whether the stated relation is the asked one (its converse counts); None for a third relation
+    ("above" when "left" was asked), which denies the asked one only when stated without a negation."""
+    a_words, b_words, rel = _relation_words(relation)
     if not a_words or not b_words:
         return []
-    phrases = "|".join(re.escape(p) for p in sorted(RELATION_SYNONYMS, key=len, reverse=True))
+    phrases = sorted(((tuple(p.split()), r) for p, r in RELATION_SYNONYMS.items()), key=lambda x: -len(x[0]))
     out = []
-    pattern = re.compile(rf"\b(?:the |a |an )?({alt(a_words)}|{alt(b_words)})\b\s*{_STATE_VERB}"
-                         rf"(not |n't |never )?(?:directly |slightly |just |clearly |to be )*({phrases})\s+"
-                         rf"(?:the |a |an )?({alt(a_words)}|{alt(b_words)})\b")
-    words_a = {" ".join(q) for q in a_words}
-    for m in pattern.finditer(s):
-        x, neg, phrase, y = m.groups()
-        if (x in words_a) == (y in words_a):
+    for i in range(len(tokens)):
+        na, nb = _match(tokens, i, a_words), _match(tokens, i, b_words)
+        if not (na or nb):
             continue
-        said = RELATION_SYNONYMS[phrase]
-        if x not in words_a:  # converse: "the star is right of the ball" == "the ball is left of the star"
-            said = OPPOSITE[said]
-        holds = said == rel if said in (rel, OPPOSITE[rel]) else None
-        if holds is None:
-            if neg:
-                continue
-            holds = False  # "the ball is above the star", asked left: another relation, not this one
-        out.append(holds != bool(neg))
-    either = f"{alt(a_words)}|{alt(b_words)}"
-    absent = re.compile(rf"\b(?:there (?:is|are) no|there (?:isn't|aren't) (?:a |an |any )?|no|"
-                        rf"without (?:a |an |any )?)\s*({either})\b|\b({either}) (?:is|are) "
-                        rf"(?:not|n't) (?:present|visible|shown|in the image)")
-    if absent.search(s):
-        out.append(False)
+        x_is_a = bool(na)
+        j = i + (na or nb)
+        negs = 0
+        while j < len(tokens):
+            hit = next(((p, r) for p, r in phrases if tuple(tokens[j:j + len(p)]) == p), None)
+            if hit:
+                break
+            t = tokens[j]
+            if is_negator(t):
+                negs += 1
+            elif t not in _GAP:
+                hit = None
+                break
+            j += 1
+        else:
+            hit = None
+        if not hit:
+            continue
+        phrase, said = hit
+        k = j + len(phrase)
+        while k < len(tokens) and tokens[k] in ("the", "a", "an", "other", "one") and k - (j + len(phrase)) < 3:
+            k += 1
+        # up to two adjectives before the other object ("left of the red star")
+        for skip in range(0, 3):
+            ma, mb = _match(tokens, k + skip, a_words), _match(tokens, k + skip, b_words)
+            if (ma and not x_is_a) or (mb and x_is_a):
+                end = k + skip + (ma or mb)
+                if not x_is_a:
+                    said = OPPOSITE[said]
+                holds = said == rel if said in (rel, OPPOSITE[rel]) else None
+                out.append((i, end, holds, negs))
+                break
+            if k + skip >= len(tokens) or tokens[k + skip] in _BOUNDARY or _match(tokens, k + skip, _vocabulary()):
+                break
     return out
 
 
-def _verdict(word: str) -> bool | None:
-    return True if word in YES_WORDS else False if word in NO_WORDS else None
+def _absence_cores(tokens: list[str], relation) -> list[tuple[int, int]]:
+    """(start, end) of each statement that an asked object is absent ('there is no star', 'the ball is
+    not visible', 'I don't see a star', 'without a ball'); the negation is part of the statement."""
+    a_words, b_words, _ = _relation_words(relation)
+    either = tuple(sorted({*a_words, *b_words}, key=len, reverse=True))
+    if not either:
+        return []
+    out = []
+    for i, t in enumerate(tokens):
+        neg_at = next((j for j in range(i - 1, max(-1, i - 3), -1) if is_negator(tokens[j])), None)
+        if t in ("no", "without") or (t in ("any", "a", "an", "one") and neg_at is not None and
+                                      all(u in _SEE for u in tokens[neg_at + 1:i])):
+            for skip in range(1, 3):  # "no star", "no red star", "I don't see any star", "isn't a star"
+                n = _match(tokens, i + skip, either)
+                if n:
+                    out.append((i if t in ("no", "without") else neg_at, i + skip + n))
+                    break
+        n = _match(tokens, i, either)
+        if n:  # "the ball is not visible", "the star isn't in the image"
+            rest = tokens[i + n:i + n + 4]
+            if rest[:1] in (["is"], ["are"]):
+                rest = rest[1:]
+            if rest and is_negator(rest[0]) and rest[0] not in ("no", "without") and len(rest) > 1 and \
+                    rest[1] in _PRESENT:
+                out.append((i, len(tokens)))
+    return out
+
+
+_SEE = {"see", "find", "spot", "notice", "observe", "detect", "have", "contain", "show", "shows", "is", "are",
+        "there", "any", "a", "an"}
+_PRESENT = {"present", "visible", "shown", "there", "depicted", "in", "seen", "anywhere", "drawn", "included"}
+
+
+def _governed(prefix: list[str]) -> int:
+    """The number of negations in the tokens before a core; unknown when a negation there sits among
+    content words it may govern instead."""
+    negs = sum(1 for t in prefix if is_negator(t))
+    if negs and any(t not in _GOVERNING and not is_negator(t) and t not in _EVAL_POS | _EVAL_NEG for t in prefix):
+        raise _Unknown
+    return negs
+
+
+def _clause_verdicts(clause: str, relation) -> list:
+    """The verdicts one clause states (True / False, or _WEAK_YES for a bare intensifier); raises
+    _Unknown for a negation it cannot place."""
+    tokens = [t for t in _TOKEN.findall(clause) if t not in _BOUNDARY and t != ","]
+    out: list = []
+    while tokens and (tokens[0] in PARTICLE_YES or tokens[0] in ("nope", "nah") or
+                      (tokens[0] == "no" and (len(tokens) == 1 or tokens[1] in _NO_PARTICLE_NEXT or
+                                              tokens[1] in _EVAL_POS | _EVAL_NEG | INTENSIFIERS | PARTICLE_YES |
+                                              PARTICLE_NO))):
+        out.append(tokens[0] in PARTICLE_YES)
+        tokens = tokens[1:]
+    if not tokens:
+        return out
+    for t, u in zip(tokens, tokens[1:]):
+        if is_negator(t) and u in INTENSIFIERS:
+            raise _Unknown  # "not definitely", "isn't exactly": a hedge
+    if all(t in _FUNCTION or t in INTENSIFIERS or is_negator(t) for t in tokens):
+        if any(t in _VERBS or is_negator(t) for t in tokens):
+            out.append(sum(map(is_negator, tokens)) % 2 == 0)  # "Definitely not", "It is", "Not at all"
+        elif any(t in INTENSIFIERS for t in tokens):
+            out.append(_WEAK_YES)  # "Absolutely." alone is a yes; before a statement it only stresses it
+        return out
+    # cores: (start, end, base verdict, negations inside, kind: "eval", "relation" or "absent")
+    cores: list[tuple[int, int, bool | None, int, str]] = []
+    if relation is not None:
+        cores += [(s, e, h, n, "relation") for s, e, h, n in _relation_cores(tokens, relation)]
+        cores += [(s, e, False, 0, "absent") for s, e in _absence_cores(tokens, relation)
+                  if not any(s <= c[0] < e or c[0] <= s < c[1] for c in cores)]
+    for i, t in enumerate(tokens):
+        if any(s <= i < e for s, e, *_ in cores):
+            continue
+        if t in _EVAL_POS or t in _EVAL_NEG:
+            cores.append((i, i + 1, t in _EVAL_POS, 0, "eval"))
+        elif t == "right" and i == len(tokens) - 1 and \
+                {u for u in tokens[:i] if not is_negator(u) and u not in INTENSIFIERS} in _RIGHT_FRAMES:
+            cores.append((i, i + 1, True, 0, "eval"))
+        elif t in ("yes", "no") and i == len(tokens) - 1 and i > 0:
+            cores.append((i, i + 1, t == "yes", 0, "eval"))  # "I would say no", "the answer is yes"
+    if not cores:
+        return out
+    cores.sort()
+    sign, prev = 0, 0  # sign: negations and "false that"-operators so far (odd: turned)
+    for n, (start, end, base, inner, kind) in enumerate(cores):
+        outer = _governed(tokens[prev:start]) + sign
+        prev = end
+        if kind == "eval" and n + 1 < len(cores):  # an evaluation governing a later core: "it is not true that"
+            sign = outer + (0 if base else 1)
+            continue
+        if kind == "absent":
+            if outer % 2 == 0:  # "it's not true that there is no star" says nothing of the relation
+                out.append(False)
+        elif base is None:  # a third relation: "the ball is above the star" denies "left of"
+            if (outer + inner) % 2 == 0:
+                out.append(False)
+        else:
+            out.append(base != ((outer + inner) % 2 == 1))
+    tail = tokens[cores[-1][1]:]
+    if any(is_negator(t) for t in tail) and all(t in _GOVERNING or is_negator(t) for t in tail):
+        raise _Unknown  # "true, not" / "the ball is left of the star not": a trailing negation
+    return out
 
 
 def parse_yes_no(text, relation: tuple[Obj | str, str, Obj | str] | None = None) -> bool | None:
-    """True/False from a yes/no answer; None for refusals, hedges, contradictions and non-answers.
+    """True/False from a yes/no answer; None for refusals, hedges, contradictions, negations that cannot
+    be placed and non-answers — never the opposite verdict.
 
     `relation` is the asked (object A, relation, object B); with it, restatements of the relation
     ("the ball is to the left of the star") and absent objects ("there is no star") are verdicts too.
@@ -347,23 +593,14 @@ def parse_yes_no(text, relation: tuple[Obj | str, str, Obj | str] | None = None)
     s = _normalise(value)
     if _REFUSAL.search(s) or _YES_NO_HEDGE.search(s):
         return None
-    # A verdict word opens or closes a clause: "Yes, there is no doubt" is yes, "yes and no" conflicts.
-    verdicts = []
-    for clause in re.split(r"[.,;:!?\n()\"]+", s):
-        tokens = _TOKEN.findall(clause)
-        if not tokens:
-            continue
-        first = _verdict(tokens[0])
-        if first is not None and not (tokens[0] == "no" and len(tokens) > 1 and tokens[1] not in
-                                      ("it", "the", "that", "this", "they", "not", "its", "it's")):
-            verdicts.append(first)  # "No ball is there" is an absence, read below; "No, it isn't" a verdict
-        if len(tokens) > 1 and tokens[-1] in ("yes", "no"):
-            verdicts.append(tokens[-1] == "yes")
-        if tokens in (["that", "is", "right"], ["that's", "right"], ["that", "is", "wrong"], ["that's", "wrong"],
-                      ["not", "at", "all"], ["of", "course"]):
-            verdicts.append(tokens[-1] in ("right", "course"))
-    if relation is not None:
-        verdicts += _relation_statements(s, relation)
+    verdicts: list = []
+    try:
+        for clause in _clauses(s):
+            verdicts += _clause_verdicts(clause, relation)
+    except _Unknown:
+        return None
+    strong = [v for v in verdicts if v is not _WEAK_YES]
+    verdicts = strong or [True for _ in verdicts]
     if not verdicts or len(set(verdicts)) > 1:
         return None
     return verdicts[0]
