@@ -115,15 +115,23 @@ def _prompts(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `compseed` console script."""
-    code = _main(argv)
+    from . import interrupt
+
+    if argv is None:  # as a program: Ctrl-C ends it even if it was started with SIGINT ignored
+        interrupt.install()
+    try:
+        code = _main(argv)
+    except KeyboardInterrupt:  # outside any command's own handling (imports, argument parsing)
+        if argv is not None:
+            raise
+        interrupt.leave_now()
     if code == 130 and argv is None:
-        # Ctrl-C as a program: leave now. An interrupt that lands mid-cell can leave papermill's kernel
-        # client half torn down, and exit-time cleanup would then wait for the kernel's busy cell; the
-        # kernel exits by itself once this process is gone, and finished work is already on disk.
+        # Ctrl-C as a program: the one-line message is out and finished work is on disk; leave now,
+        # with no exit-time cleanup that could wait on an interrupted kernel's busy cell.
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
-        os._exit(130)
+        interrupt.leave_now(message="")
     return code
 
 
@@ -204,7 +212,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("compseed: interrupted", file=sys.stderr)
+        from .interrupt import MESSAGE
+
+        print(MESSAGE, file=sys.stderr)
         return 130
     except _kit_errors() as e:  # the message names the bad input; -v adds the traceback
         from .chain import ChainInterrupted

@@ -359,6 +359,18 @@ def lock_path(run_dir: str | Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
+_HELD_LOCKS: set[Path] = set()  # lock files this process holds (removed by `release_held_locks` on a forced exit)
+
+
+def release_held_locks() -> None:
+    """Remove the lock files this process holds: for a forced exit that skips `run_lock`'s own release
+    (the flock itself goes with the process)."""
+    for path in list(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        _HELD_LOCKS.discard(path)
+
+
 @contextmanager
 def run_lock(run_dir: str | Path, what: str = "compseed run"):
     """Hold the run directory's lock for the duration: a second holder is refused at once with
@@ -397,9 +409,11 @@ def run_lock(run_dir: str | Path, what: str = "compseed run"):
           "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
+    _HELD_LOCKS.add(path)
     try:
         yield path
     finally:
+        _HELD_LOCKS.discard(path)
         try:
             os.unlink(path)
         finally:

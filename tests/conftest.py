@@ -1,7 +1,46 @@
-"""Shared fixtures."""
+"""Shared fixtures: a private pipeline cache, the suite's one smoke chain, the CLI as a subprocess."""
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_KEY = "sk-compseed-fake-5ec7e7d0c0ffee"  # the judge's key for the chain run: must appear nowhere it wrote
+
+
+def cli(*args, cwd=REPO, env=None, timeout=600):
+    """`python -m compseed_lib.cli ARGS` in the repository, its output captured."""
+    env = {**os.environ, **(env or {})}
+    env.pop("COMPSEED_EVENTS", None)
+    return subprocess.run([sys.executable, "-m", "compseed_lib.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def smoke_chain(tmp_path_factory):
+    """The whole chain on configs/smoke.yaml through the CLI, once per test session (about a minute):
+    (root, the --set arguments that address its run, its report folder, the CLI's stderr). Tests that
+    change the run work on a copy (`smoke_copy`)."""
+    root = tmp_path_factory.mktemp("chain")
+    sets = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=smoke", "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
+    res = cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"),
+              env={"COMPSEED_FAKE_KEY": FAKE_KEY})
+    assert res.returncode == 0, res.stderr
+    return root, sets, root / "reports" / "smoke", res.stderr
+
+
+@pytest.fixture
+def smoke_copy(smoke_chain, tmp_path):
+    """A private copy of the smoke chain's run: (runs folder, --set arguments that address it)."""
+    import shutil
+
+    root, *_ = smoke_chain
+    shutil.copytree(root / "runs" / "smoke", tmp_path / "runs" / "smoke")
+    sets = ["--set", f"runs_dir={tmp_path / 'runs'}", "--set", "name=smoke",
+            "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
+    return tmp_path / "runs", sets
 
 
 @pytest.fixture(scope="module")
