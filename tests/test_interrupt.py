@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from compseed_lib.chain import CHAIN, notebook_of
 from compseed_lib.interrupt import children
 from compseed_lib.store import Run, sha256_file
-from conftest import REPO
 
 LIMIT = 10.0  # seconds from SIGINT to the program's exit
 
@@ -99,7 +99,7 @@ def interrupt_when(proc: subprocess.Popen, ready, runs: Path | None = None, twic
         _, stderr = proc.communicate(timeout=limit + 20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"still running {limit + 20:.0f} s after Ctrl-C: {proc.communicate()[1][-3000:]}")
+        raise AssertionError(f"still running {limit + 20:.0f} s after Ctrl-C: {proc.communicate()[1][-3000:]}") from None
     took = time.monotonic() - t0
     assert proc.returncode == 130, stderr[-3000:]
     assert took <= limit, f"took {took:.1f} s to end after Ctrl-C"
