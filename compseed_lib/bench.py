@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtime import set_torch_threads
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,11 +126,9 @@ def bench_generation(model: str = "miniworld", n_images: int = 64, batch_sizes=(
                      tuned: tuple[str, ...] = ("compiled", "bfloat16", "compiled_bfloat16")) -> dict:
     """Images/s of the original loop and of the engine at each batch size (float32, eager), and of the
     engine at the largest batch size in each `tuned` form: compiled (`generate.compile`), bfloat16
-    (`model.dtype`), compiled_bfloat16. Ratios to the original loop; per variant the max pixel difference from the original loop's
-    images and how many of the exact judge's verdicts differ (mini-world prompts)."""
+    (`model.dtype`), compiled_bfloat16. Ratios to the original loop; per variant the max pixel difference
+    from the original loop's images and how many of the exact judge's verdicts differ (mini-world prompts)."""
     import dataclasses
-
-    import torch
 
     from . import prompts
     from .config import GenerateConfig, ModelConfig
@@ -136,7 +136,7 @@ def bench_generation(model: str = "miniworld", n_images: int = 64, batch_sizes=(
     from .pipelines import load_pipeline
     from .store import Run
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     mcfg = ModelConfig(pipeline=model, device="cpu")
     pipe, info = load_pipeline(mcfg)
     n_prompts = max(1, n_images // 8)
@@ -278,12 +278,11 @@ def _tiny_dataset(folder: Path, n: int) -> Path:
 def bench_finetune(model: str = "miniworld", steps: tuple[int, int] = (5, 25), batch: int = 16, reps: int = 3,
                    images: int = 64, threads: int = 1) -> dict:
     """s/step and images/s of `finetune.train`: the time of steps[1] - steps[0] extra steps (no setup)."""
-    import torch
 
     from .config import FinetuneConfig
     from .finetune import train
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="compseed-bench-ft-"))
     data = _tiny_dataset(tmp / "data", images)
 
@@ -398,7 +397,8 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
                 f"{k.replace('_', ' ')} {v:.0f} s" for k, v in g["compile_s"].items()) + "."]
         lines += [""]
     if j := results.get("judging"):
-        lines += [f"## (b) Judging: {j['images']} images, server latency {j['latency_s']} s, {j['reps']} reps", "", *when(j),
+        lines += [f"## (b) Judging: {j['images']} images, server latency {j['latency_s']} s, {j['reps']} reps", "",
+                  *when(j),
                   "| variant | images/s |", "|---|---|"]
         lines += [f"| {k} | {fmt(v)} |" for k, v in j["images_per_s"].items()]
         lines += ["", f"Async client at concurrency {j['concurrency']}: {j['ratio_vs_sequential']:.2f}× "
@@ -414,8 +414,9 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
         lines += [f"| total | {c['total_s']:.0f} |", ""]
     if s := results.get("scaling"):
         lines += [f"## (c) Scaling under accelerate launch ({s['model']}, {s['steps']} steps, batch {s['batch']}, "
-                  f"{s['reps']} reps): s/image", "", *when(s), "| images | " + " | ".join(f"{p} proc" for p in s["processes"])
-                  + " |", "|---|" + "---|" * len(s["processes"])]
+                  f"{s['reps']} reps): s/image", "", *when(s),
+                  "| images | " + " | ".join(f"{p} proc" for p in s["processes"]) + " |",
+                  "|---|" + "---|" * len(s["processes"])]
         lines += [f"| {n} | " + " | ".join(fmt(s["s_per_image"][f"{n}x{p}"]) for p in s["processes"]) + " |"
                   for n in s["sizes"]]
         lines += ["", "Largest deviation from linear (s/image at sizes ≥ 128 against the largest size): " + ", ".join(

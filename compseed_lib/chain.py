@@ -27,8 +27,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -257,20 +255,20 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 # ------------------------------------------------------------------ running notebooks
-@contextmanager
-def _kernel_env() -> Iterator[None]:
-    """For the kernels started inside: this interpreter first on PATH, the project root named."""
-    saved = {k: os.environ.get(k) for k in ("PATH", ROOT_ENV)}
-    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    os.environ[ROOT_ENV] = os.getcwd()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _kernel_manager(env: dict | None = None):
+    """A kernel manager class whose kernels get this interpreter first on PATH, the project root named
+    (`COMPSEED_ROOT`) and `env` in *their* environment; this process's own environment is left as it is."""
+    from jupyter_client.manager import KernelManager
+
+    extra = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+             ROOT_ENV: os.getcwd(), **(env or {})}
+
+    class CompseedKernelManager(KernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            kw["env"] = {**(kw.get("env") or os.environ), **extra}
+            return await super()._async_pre_start_kernel(**kw)
+
+    return CompseedKernelManager
 
 
 def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
@@ -288,7 +286,7 @@ def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
     return params
 
 
-def _execute(name: str, out: Path, params: dict) -> None:
+def _execute(name: str, out: Path, params: dict, kernel_manager=None) -> None:
     """One notebook through papermill; every failure becomes a one-line `ChainError`."""
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -298,6 +296,7 @@ def _execute(name: str, out: Path, params: dict) -> None:
     try:
         pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
                             progress_bar=False, log_output=False,
+                            kernel_manager_class=kernel_manager or _kernel_manager(),
                             # CRITICAL: the kernel logs an ERROR when papermill's shutdown (an interrupt,
                             # then a shutdown request) meets it still busy on a loaded machine; harmless
                             extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
@@ -342,11 +341,12 @@ def run_chain(config: str | Path, overrides: list[str] | None = None, notebooks:
         report_dir = Path(report_root) / cfg.name
         report_dir.mkdir(parents=True, exist_ok=True)
         timings = {}
-        with _kernel_env(), EventRelay(show=show):
+        with EventRelay(show=show) as relay:
+            kernels = _kernel_manager(relay.env)
             for name in names:
                 t0 = time.time()
                 log.info("running %s", name)
-                _execute(name, report_dir / f"{name}.ipynb", _params(name, cfg, stage, config, overrides))
+                _execute(name, report_dir / f"{name}.ipynb", _params(name, cfg, stage, config, overrides), kernels)
                 timings[name] = round(time.time() - t0, 1)
                 log.info("%s done in %.1f s", name, timings[name])
     figures = cfg.run_dir / "figures"

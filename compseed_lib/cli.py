@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def _kit_errors() -> tuple[type[BaseException], ...]:
     """The kit's own errors: their message names the bad input, so they end in one line, no traceback."""
     from .chain import ChainError
     from .config import ConfigError
-    from .judge.client import JudgeError
+    from .judge.errors import JudgeError
     from .pipelines import ModelLoadError
     from .prompts import PromptFileError
     from .store import CorruptImageError, RunInUse

@@ -40,9 +40,10 @@ import pandas as pd
 
 from . import benchmarks, evaluate
 from .config import ARMS, JudgeConfig, MethodsConfig
-from .generate import Job, _pending, _write_batch, check_stage_settings, render, stage_settings, torch_threads
+from .generate import Job, check_stage_settings, pending_jobs, render, stage_settings, write_batch
 from .progress import bar as progress_bar
 from .prompts import Prompt
+from .runtime import torch_threads
 from .stats import wilson_interval
 from .store import Run
 
@@ -93,12 +94,12 @@ def store_images(run: Run, stage: str, jobs: Sequence[Job], draw: Callable[[list
     hash-checked resume); (images made, seconds spent)."""
     existing = run.ledger.images(stage)
     check_stage_settings(run, stage, existing, settings)
-    todo = _pending(run, stage, list(jobs), existing)
+    todo = pending_jobs(run, stage, list(jobs), existing)
     started = time.perf_counter()
     with progress_bar(total=len(todo), desc=f"generate {stage}", unit="img", disable=not progress or not todo) as bar:
         for i in range(0, len(todo), chunk):
             batch = todo[i:i + chunk]
-            _write_batch(run, stage, batch, draw(batch), settings, run.ledger)
+            write_batch(run, stage, batch, draw(batch), settings, run.ledger)
             bar.update(len(batch))
     return len(todo), time.perf_counter() - started
 

@@ -50,7 +50,7 @@ class GenerateConfig:
     height: int = 32
     width: int = 32
     batch_size: int = 16
-    threads: int | None = None  # torch CPU threads while generating; None: half the cores (generate.default_threads)
+    threads: int | None = None  # torch CPU threads while generating; None: half the cores (runtime.default_threads)
     compile: bool = False  # torch.compile the denoiser (a one-off compile per process; pays off on long runs)
 
 
@@ -92,7 +92,7 @@ class EvalConfig:
 @dataclass
 class FinetuneConfig:
     method: str = "qk"  # 'qk': train the selected q/k weights; 'lora': a peft LoRA on the same modules
-    selection: str = "d1d2mu1u2"  # finetune.SELECTIONS name (the paper's); see `patterns` / `blocks`
+    selection: str = "d1d2mu1u2"  # a SELECTIONS name (the paper's); see `patterns` / `blocks`
     patterns: list[str] | None = None  # regexes over parameter names, instead of `selection`
     blocks: list[int] | None = None  # transformer denoisers: q/k of these blocks
     steps: int = 200
@@ -159,6 +159,57 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 GENERATOR_DEVICES = ("cpu", "cuda")
 MAX_SEED = 2**63 - 1  # the ledger stores seeds as signed 64-bit integers
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+# Named parameter selections for fine-tuning (finetune.selection): regexes over the denoiser's parameter
+# names. The configuration names them; `finetune` applies them.
+QK_WEIGHTS = r"attn[12]\.to_[qk]\.weight$"
+SELECTIONS: dict[str, list[str]] = {
+    # the paper's: q and k of self- (attn1) and cross-attention (attn2) in d1, d2, mid, u1, u2
+    "d1d2mu1u2": [rf"^down_blocks\.[12]\..*{QK_WEIGHTS}", rf"^mid_block\..*{QK_WEIGHTS}",
+                  rf"^up_blocks\.[12]\..*{QK_WEIGHTS}"],
+    "all_qk": [rf".*{QK_WEIGHTS}"],  # q and k of every attention layer (UNet or transformer)
+}
+
+
+@dataclass
+class GuidanceConfig:
+    """Settings of the attention-loss guidance (InfSplign's published loss constants by default)."""
+
+    scale: float = 20.0  # latent step per unit of loss gradient (0: the plain pipeline)
+    start: int = 0  # first guided denoising step (0-based, inclusive)
+    end: int | None = None  # first unguided step after the window; None: half the steps
+    iterations: int = 1  # gradient updates per guided step
+    layers: tuple[str, ...] | None = None  # block prefixes for the spatial term; None: up-blocks / late blocks
+    presence_layers: tuple[str, ...] | None = None  # None: `layers`
+    balance_layers: tuple[str, ...] | None = None  # None: `layers`
+    resolution: int | None = None  # map grid; None: the latent's height, at most 32
+    alpha: float = 0.75
+    margin: float = 0.25
+    w_spatial: float = 1.0
+    w_presence: float = 0.5
+    w_balance: float = 0.5
+    presence_min: float = 0.5  # peak share of the prompt's words an object's map should reach
+
+
+def check_guidance(cfg: GuidanceConfig, steps: int) -> tuple[int, int]:
+    """The guided window [start, end) for `steps` denoising steps; errors name the bad field."""
+    if not isinstance(cfg, GuidanceConfig):
+        raise TypeError(f"cfg must be a GuidanceConfig, got {type(cfg).__name__}")
+    end = steps // 2 if cfg.end is None else cfg.end
+    checks = [(cfg.scale >= 0, f"scale {cfg.scale} must be >= 0"),
+              (0 <= cfg.start < end <= steps, f"step window start={cfg.start}, end={end} must satisfy "
+                                               f"0 <= start < end <= steps ({steps})"),
+              (isinstance(cfg.iterations, int) and cfg.iterations >= 1, f"iterations {cfg.iterations} must be >= 1"),
+              (cfg.alpha > 0, f"alpha {cfg.alpha} must be > 0"),
+              (0 <= cfg.margin < 1, f"margin {cfg.margin} must be in [0, 1)"),
+              (min(cfg.w_spatial, cfg.w_presence, cfg.w_balance) >= 0, "loss weights must be >= 0"),
+              (0 <= cfg.presence_min <= 1, f"presence_min {cfg.presence_min} must be in [0, 1]"),
+              (cfg.resolution is None or cfg.resolution >= 2, f"resolution {cfg.resolution} must be >= 2")]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(f"GuidanceConfig: {msg}")
+    return cfg.start, end
 
 
 def _bad(key: str, value, want: str) -> ConfigError:
@@ -256,8 +307,6 @@ def check_finetune(f: FinetuneConfig) -> FinetuneConfig:
                           f"{f.ema_decay}, {f.lr})")
     if f.mixed_precision not in ("no", "fp16", "bf16"):
         raise _bad("finetune.mixed_precision", f.mixed_precision, "use 'no', 'fp16' or 'bf16'")
-    from .finetune import SELECTIONS
-
     if f.patterns is None and f.blocks is None and f.selection not in SELECTIONS:
         raise _bad("finetune.selection", f.selection, f"use one of {sorted(SELECTIONS)}, or finetune.patterns "
                                                       f"(regexes over parameter names) / finetune.blocks")
@@ -313,10 +362,8 @@ def check_methods(m: MethodsConfig, cfg: RunConfig) -> MethodsConfig:
         raise _bad("methods.arms", untrained, "fine-tuned arms must also be in evaluate.arms (06 trains those)")
     if m.base_ratio is not None and not 0 <= m.base_ratio <= 1:
         raise _bad("methods.base_ratio", m.base_ratio, "a number in [0, 1], or null for the planner's")
-    from .methods.guidance import GuidanceConfig, check_config
-
     try:
-        check_config(GuidanceConfig(scale=m.guidance_scale, start=m.guidance_start, end=m.guidance_end),
+        check_guidance(GuidanceConfig(scale=m.guidance_scale, start=m.guidance_start, end=m.guidance_end),
                      cfg.generate.steps)
     except ValueError as e:
         raise ConfigError(f"methods.guidance_*: {e}") from None

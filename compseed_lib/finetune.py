@@ -25,17 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pipelines import FINETUNE_FILE
+from .config import QK_WEIGHTS, SELECTIONS
+from .pipelines import DELTA_FILE, FINETUNE_FILE  # the saved format is the loader's
 
 log = logging.getLogger(__name__)
-_QK = r"attn[12]\.to_[qk]\.weight$"
-SELECTIONS: dict[str, list[str]] = {
-    # the paper's: q and k of self- (attn1) and cross-attention (attn2) in d1, d2, mid, u1, u2
-    "d1d2mu1u2": [rf"^down_blocks\.[12]\..*{_QK}", rf"^mid_block\..*{_QK}", rf"^up_blocks\.[12]\..*{_QK}"],
-    "all_qk": [rf".*{_QK}"],  # q and k of every attention layer (UNet or transformer)
-}
-
-
 def _patterns(selection: str | Sequence[str]) -> list[str]:
     if isinstance(selection, str):
         if selection not in SELECTIONS:
@@ -63,7 +56,7 @@ def selected(model: torch.nn.Module, selection: str | Sequence[str] = "d1d2mu1u2
         bad = [b for b in blocks if not 0 <= b < n_blocks]
         if bad:
             raise ValueError(f"blocks {bad} out of range: the model has {n_blocks} transformer blocks")
-        wanted = [rf"^transformer_blocks\.{b}\.{_QK}" for b in blocks]
+        wanted = [rf"^transformer_blocks\.{b}\.{QK_WEIGHTS}" for b in blocks]
     else:
         wanted = _patterns(selection)
     regs = [re.compile(p) for p in wanted]
@@ -97,7 +90,6 @@ def lora_targets(model: torch.nn.Module, selection: str | Sequence[str] = "d1d2m
 
 # ---------------------------------------------------------------------------- training
 ADAPTER_FILE = FINETUNE_FILE  # marks a fine-tune folder: base model + changed weights (pipelines loads it)
-DELTA_FILE = "delta.safetensors"
 
 
 def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[torch.Tensor, list[str]]:
@@ -233,19 +225,3 @@ def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base
     return out
 
 
-def apply_delta(pipe, folder: str | Path) -> None:
-    """Load a fine-tune's changed weights into a pipeline whose denoiser is its base model's."""
-    from safetensors.torch import load_file
-
-    from .pipelines import denoiser
-
-    net = denoiser(pipe)
-    delta = load_file(str(Path(folder) / DELTA_FILE))
-    params = dict(net.named_parameters())
-    unknown = sorted(set(delta) - set(params))
-    if unknown:
-        raise ValueError(f"fine-tune {folder} changes {unknown[:3]}, which {type(net).__name__} does not have: "
-                         f"wrong base model?")
-    with torch.no_grad():
-        for k, v in delta.items():
-            params[k].copy_(v.to(params[k].device, params[k].dtype))

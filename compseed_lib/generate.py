@@ -41,12 +41,10 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +55,7 @@ from . import pipelines
 from .config import GenerateConfig, check_generate, check_seeds
 from .progress import bar as progress_bar
 from .prompts import Prompt
+from .runtime import default_threads, torch_threads  # noqa: F401 (generation's thread share; named here too)
 from .store import Ledger, Run, atomic_write_bytes, check_safe_name, image_filename, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def make_jobs(prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Job]:
     return [Job(p, s) for p in prompts for s in seeds]
 
 
-def _seeded(seed: int, shape: tuple[int, ...], generator_device: str | torch.device):
+def seed_draw(seed: int, shape: tuple[int, ...], generator_device: str | torch.device):
     """(noise of one seed in float32, its generator advanced past that draw)."""
     gen = torch.Generator(generator_device).manual_seed(seed)
     return torch.randn(shape, generator=gen, device=generator_device, dtype=torch.float32), gen
@@ -90,7 +89,7 @@ def _seeded(seed: int, shape: tuple[int, ...], generator_device: str | torch.dev
 def seed_noise(seeds: Sequence[int], shape: tuple[int, ...], generator_device: str | torch.device = "cpu",
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Initial noise (B, C, h, w): each seed drawn alone in float32 on its own generator, then moved."""
-    return torch.stack([_seeded(s, tuple(shape), generator_device)[0] for s in seeds]).to(device, dtype)
+    return torch.stack([seed_draw(s, tuple(shape), generator_device)[0] for s in seeds]).to(device, dtype)
 
 
 # ------------------------------------------------------------------ checks
@@ -143,7 +142,7 @@ def _remove_stale_temps(stage_dir: Path, names: set[str]) -> None:
                 f.unlink(missing_ok=True)
 
 
-def _pending(run: Run, stage: str, jobs: Sequence[Job], existing: pd.DataFrame) -> list[Job]:
+def pending_jobs(run: Run, stage: str, jobs: Sequence[Job], existing: pd.DataFrame) -> list[Job]:
     """Jobs whose row or file is missing, or whose file's sha256 does not match its row."""
     done = {(r.prompt_id, int(r.seed)): r.sha256 for r in existing.itertuples()}
     todo = []
@@ -162,27 +161,6 @@ def _pending(run: Run, stage: str, jobs: Sequence[Job], existing: pd.DataFrame) 
 
 
 # ------------------------------------------------------------------ generation
-def default_threads(processes: int | None = None) -> int:
-    """CPU threads for one generating process: half the cores (the rest for the writer thread, a local
-    judge and the machine's other users), shared among this machine's processes (LOCAL_WORLD_SIZE)."""
-    processes = processes or int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, (os.cpu_count() or 2) // 2 // max(1, processes))
-
-
-@contextmanager
-def torch_threads(n: int | None, device: str = "cpu") -> Iterator[int]:
-    """Run the block with `n` torch threads on CPU (None: `default_threads()`); restored afterwards."""
-    if torch.device(device).type != "cpu":
-        yield torch.get_num_threads()
-        return
-    before, n = torch.get_num_threads(), n or default_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)
-
-
 def _denoise_batch(pipe, batch: Sequence[Job], cfg: GenerateConfig, shape: tuple[int, int, int], info: dict,
                    extra: dict, states: pipelines.PromptStates) -> list:
     """One pipeline call for a batch: the PIL images, in the batch's order."""
@@ -190,7 +168,7 @@ def _denoise_batch(pipe, batch: Sequence[Job], cfg: GenerateConfig, shape: tuple
                   cfg.height, cfg.width, extra, shape, states)
 
 
-def _write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, settings: dict, ledger: Ledger) -> None:
+def write_batch(run: Run, stage: str, batch: Sequence[Job], images: list, settings: dict, ledger: Ledger) -> None:
     """PNGs written atomically, then the batch's ledger rows in one transaction."""
     rows = []
     for job, image in zip(batch, images, strict=True):
@@ -215,7 +193,7 @@ def render(pipe, info: dict, texts: Sequence[str], seeds: Sequence[int], steps: 
     device, dtype = torch.device(info["device"]), getattr(torch, info["dtype"])
     gen_device = device if info["generator_device"] == "cuda" else torch.device("cpu")
     shape = shape or pipelines.latent_shape(pipe, height, width)
-    drawn = [_seeded(s, shape, gen_device) for s in seeds]
+    drawn = [seed_draw(s, shape, gen_device) for s in seeds]
     latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (B, C, h, w)
     extra = pipelines.call_kwargs(pipe) if extra is None else extra
     text = (states or pipelines.PromptStates(pipe))(list(texts), guidance)
@@ -242,7 +220,7 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
     # 2. This shard's jobs (index % n == k); clear what a killed run left, skip what is done
     mine = list(jobs)[k::n]
     _remove_stale_temps(run.root / "images" / stage, {image_filename(j.prompt.id, j.seed) for j in mine})
-    todo = _pending(run, stage, mine, existing)
+    todo = pending_jobs(run, stage, mine, existing)
     for problem in pipelines.prompt_problems(pipe, [j.prompt.text for j in todo]):
         log.warning("%s", problem)
     # 3. Generate batch by batch; rows go in after their PNGs
@@ -260,7 +238,7 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
             if writing is not None:
                 writing[0].result()  # the writer's error is raised here, in the caller
                 bar.update(writing[1])
-            writing = ((writer.submit(_write_batch, run, stage, batch, images, settings, out), len(batch))
+            writing = ((writer.submit(write_batch, run, stage, batch, images, settings, out), len(batch))
                        if batch else None)
     # 4. Summary
     seconds = time.perf_counter() - start

@@ -55,6 +55,7 @@ def trained_counts(source: str) -> tuple[int, int] | None:
 
 
 FINETUNE_FILE = "compseed_finetune.json"  # finetune.ADAPTER_FILE: a base model + changed weights
+DELTA_FILE = "delta.safetensors"  # a fine-tune's changed weights (finetune writes it, `apply_delta` loads it)
 
 
 def _finetune_folder(source: str) -> Path | None:
@@ -310,8 +311,6 @@ def load_pipeline(cfg: ModelConfig) -> tuple:
     #    reworded (missing or broken files, bad configs): out-of-memory and bugs keep their own error
     source, tuned = cfg.pipeline, _finetune_folder(cfg.pipeline)
     if tuned is not None:  # the base model (checked as it loads), then the fine-tune's changed weights on top
-        from .finetune import apply_delta
-
         pipe, info = load_pipeline(dataclasses.replace(cfg, pipeline=_finetune_base(tuned), revision=None))
         apply_delta(pipe, tuned)
         return pipe, {**info, "model": source, "base_model": info["model"]}
@@ -442,3 +441,19 @@ class PromptStates:
             out["negative_prompt_embeds"] = neg[:used].expand(len(texts), -1, -1)
             out["negative_prompt_attention_mask"] = neg_mask[:used].expand(len(texts), -1)
         return out
+
+
+def apply_delta(pipe, folder: str | Path) -> None:
+    """Load a fine-tune's changed weights into a pipeline whose denoiser is its base model's."""
+    from safetensors.torch import load_file
+
+    net = denoiser(pipe)
+    delta = load_file(str(Path(folder) / DELTA_FILE))
+    params = dict(net.named_parameters())
+    unknown = sorted(set(delta) - set(params))
+    if unknown:
+        raise ValueError(f"fine-tune {folder} changes {unknown[:3]}, which {type(net).__name__} does not have: "
+                         f"wrong base model?")
+    with torch.no_grad():
+        for k, v in delta.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))

@@ -12,7 +12,7 @@ Usage (library):
     with progress.bar(total=len(todo), desc="generate base", unit="img") as b:
         b.update(len(batch))
 Usage (CLI):
-    with EventRelay() as relay:   # sets COMPSEED_EVENTS for kernels started inside
+    with EventRelay() as relay:   # relay.env: {COMPSEED_EVENTS: file} for the kernels started inside
         run_notebooks()
 """
 from __future__ import annotations
@@ -100,7 +100,8 @@ class EventHandler(logging.Handler):
 
 
 class EventRelay:
-    """CLI side: create the event file, name it in the environment, and show its events live."""
+    """CLI side: create the event file and show its events live; `env` names the file for the processes
+    that write to it (the chain passes it to its kernels' environment; this process's is left alone)."""
 
     def __init__(self, show: bool = True, poll: float = 0.1):
         self.show, self.poll = show, poll
@@ -111,11 +112,9 @@ class EventRelay:
         self._thread = threading.Thread(target=self._loop, name="compseed-events", daemon=True)
         self._bars: dict = {}
         self._offset = 0
-        self._previous = None
+        self.env = {EVENTS_ENV: str(self.path)}
 
     def __enter__(self) -> EventRelay:
-        self._previous = os.environ.get(EVENTS_ENV)
-        os.environ[EVENTS_ENV] = str(self.path)
         self._thread.start()
         return self
 
@@ -126,10 +125,6 @@ class EventRelay:
         for b in self._bars.values():
             b.close()
         self._bars.clear()
-        if self._previous is None:
-            os.environ.pop(EVENTS_ENV, None)
-        else:
-            os.environ[EVENTS_ENV] = self._previous
         self._dir.cleanup()
 
     def _loop(self) -> None:

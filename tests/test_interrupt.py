@@ -99,7 +99,8 @@ def interrupt_when(proc: subprocess.Popen, ready, runs: Path | None = None, twic
         _, stderr = proc.communicate(timeout=limit + 20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"still running {limit + 20:.0f} s after Ctrl-C: {proc.communicate()[1][-3000:]}") from None
+        tail = proc.communicate()[1][-3000:]
+        raise AssertionError(f"still running {limit + 20:.0f} s after Ctrl-C: {tail}") from None
     took = time.monotonic() - t0
     assert proc.returncode == 130, stderr[-3000:]
     assert took <= limit, f"took {took:.1f} s to end after Ctrl-C"

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 
-import numpy as np
 import pandas as pd
 
 from ..config import JudgeConfig
@@ -26,7 +25,6 @@ from ..judge.detections import BadDetections, parse_detections
 from ..judge.registry import open_endpoint
 from ..judge.templates import detect_question
 from ..prompts import Prompt
-from ..stats import group_bootstrap
 from .geneval import metadata_for
 
 log = logging.getLogger(__name__)
@@ -89,21 +87,3 @@ def stage_answers(run, stage: str, prompts: list[Prompt], cfg: JudgeConfig | Non
         raise ValueError(f"stage {stage!r} of run {run.root} has no images of the {len(prompts)} prompts given")
     items = [(by_id[r.prompt_id], int(r.seed), run.read_image(r)) for r in rows.itertuples(index=False)]
     return ask_detections(items, cfg).assign(stage=stage)
-
-
-# ------------------------------------------------------------------ shared scoring helpers
-def per_prompt(df: pd.DataFrame, **aggs: str) -> pd.DataFrame:
-    """Per-prompt aggregates: per_prompt(df, correct='sum', images='size') (column=how; 'size' counts)."""
-    g = df.groupby("prompt_id", sort=True)
-    out = {}
-    for col, how in aggs.items():
-        out[col] = g.size() if how == "size" else g[col].agg(how)
-    return pd.DataFrame(out).reset_index()
-
-
-def metric_row(metric: str, num, den, strata, n_boot: int, seed: int, **extra) -> dict:
-    """{metric, value, lo, hi, n_prompts, ...}: sum(num)/sum(den) (averaged over strata) with a 95%
-    interval resampling prompts (`stats.group_bootstrap`)."""
-    b = group_bootstrap(np.asarray(num, float), np.asarray(den, float), strata, n=n_boot, seed=seed)
-    return {"metric": metric, "value": b["value"], "lo": b["lo"], "hi": b["hi"], "n_prompts": b["n_groups"],
-            **{k: int(v) for k, v in extra.items()}}

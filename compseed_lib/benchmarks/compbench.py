@@ -68,7 +68,7 @@ def image_score(md: dict, detections: list[Detection]) -> float:
 
 def score(answers: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The spatial score over the position prompts of `answers` (empty when there are none)."""
-    from .answers import metric_row, per_prompt
+    from .metrics import metric_row, per_prompt
 
     df = answers[[md.get("tag") == "position" for md in answers["metadata"]]]
     if df.empty:

@@ -136,7 +136,7 @@ def image_correct(md: dict, detections: list[Detection]) -> bool:
 def score(answers: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """GenEval per-task accuracy and overall (mean over tasks) with 95% intervals (prompts resampled
     within each task)."""
-    from .answers import metric_row, per_prompt
+    from .metrics import metric_row, per_prompt
 
     df = answers.assign(correct=[image_correct(md, dets) for md, dets in zip(answers["metadata"],
                                                                                 answers["detections"])])

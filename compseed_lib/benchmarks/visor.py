@@ -51,7 +51,7 @@ def _blocks(correct: np.ndarray, k_max: int = IMAGES_PER_PROMPT) -> np.ndarray:
 
 def score(answers: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """OA, VISOR_uncond, VISOR_cond and VISOR_1..4 over the position prompts of `answers`."""
-    from .answers import metric_row
+    from .metrics import metric_row
 
     df = answers[[md.get("tag") == "position" for md in answers["metadata"]]]
     if df.empty:

@@ -14,7 +14,8 @@ Usage:
     judge.parse_count("There are 12 balls")   # 12
 """
 from ..store import CorruptImageError
-from .client import JudgeClient, JudgeError, JudgeUnavailable, ask, run_sync
+from .client import JudgeClient, ask, run_sync
+from .errors import JudgeError, JudgeUnavailable
 from .parse import answer_text, is_correct, parse_answer, parse_count, parse_yes_no
 from .registry import JUDGES, JudgeSpec, api_key, open_endpoint, resolve
 from .stage import judge_stage

@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import openai
 
 from ..config import JudgeConfig
+from .errors import JudgeError, JudgeFailed, JudgeUnavailable  # noqa: F401 (also importable from here)
 from .registry import open_endpoint
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,6 @@ CHECK_TIMEOUT = 10.0  # seconds for the up-front reachability check
 LOCAL_CONCURRENCY = 8  # the kit's own judge (its own process) on 2 cores: 8 in flight 134 images/s, 1: 75
 REMOTE_CONCURRENCY = 32  # a server or API answers many at once: 200 ms latency needs ~32 in flight for 14x
 _RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
-
-
-class JudgeError(RuntimeError):
-    """The judge could not answer (the message says which server, model and why)."""
-
-
-class JudgeUnavailable(JudgeError):
-    """The judge server is down, unreachable, or kept failing after all retries."""
-
-
-class JudgeFailed(JudgeUnavailable):
-    """One request kept failing (timeouts, 429, 5xx, malformed replies) after all its retries."""
 
 
 class _Malformed(Exception):

@@ -121,7 +121,7 @@ def check_reachable(spec: JudgeSpec, key: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from .client import JudgeUnavailable
+    from .errors import JudgeUnavailable
 
     if spec.base_url is None:
         return

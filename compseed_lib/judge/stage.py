@@ -25,7 +25,8 @@ from ..config import JudgeConfig
 from ..progress import bar as progress_bar
 from ..prompts import Prompt
 from ..store import CorruptImageError, Run, sha256_bytes
-from .client import JudgeClient, JudgeFailed, JudgeUnavailable, default_concurrency, run_sync
+from .client import JudgeClient, default_concurrency, run_sync
+from .errors import JudgeFailed, JudgeUnavailable
 from .parse import answer_text, is_correct, parse_answer
 from .registry import open_endpoint, resolve
 from .templates import question_for

@@ -45,53 +45,14 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import capture, cross_attention_layers, word_tokens
-from ..generate import _seeded
+from ..config import GuidanceConfig, check_guidance
+from ..generate import seed_draw
 from ..pipelines import MAX_TEXT_TOKENS, denoise, denoiser, encode_text, latent_shape
 from ..prompts import Prompt, PromptFileError, parse_spatial
 
 log = logging.getLogger(__name__)
 # relation -> (axis: 0 = x, 1 = y with y downwards, sign): d = sign * (c_B - c_A) is positive when it holds
 RELATION_AXIS: dict[str, tuple[int, int]] = {"left": (0, 1), "right": (0, -1), "above": (1, 1), "below": (1, -1)}
-
-
-@dataclass
-class GuidanceConfig:
-    """Settings of the attention-loss guidance (InfSplign's published loss constants by default)."""
-
-    scale: float = 20.0  # latent step per unit of loss gradient (0: the plain pipeline)
-    start: int = 0  # first guided denoising step (0-based, inclusive)
-    end: int | None = None  # first unguided step after the window; None: half the steps
-    iterations: int = 1  # gradient updates per guided step
-    layers: tuple[str, ...] | None = None  # block prefixes for the spatial term; None: up-blocks / late blocks
-    presence_layers: tuple[str, ...] | None = None  # None: `layers`
-    balance_layers: tuple[str, ...] | None = None  # None: `layers`
-    resolution: int | None = None  # map grid; None: the latent's height, at most 32
-    alpha: float = 0.75
-    margin: float = 0.25
-    w_spatial: float = 1.0
-    w_presence: float = 0.5
-    w_balance: float = 0.5
-    presence_min: float = 0.5  # peak share of the prompt's words an object's map should reach
-
-
-def check_config(cfg: GuidanceConfig, steps: int) -> tuple[int, int]:
-    """The guided window [start, end) for `steps` denoising steps; errors name the bad field."""
-    if not isinstance(cfg, GuidanceConfig):
-        raise TypeError(f"cfg must be a GuidanceConfig, got {type(cfg).__name__}")
-    end = steps // 2 if cfg.end is None else cfg.end
-    checks = [(cfg.scale >= 0, f"scale {cfg.scale} must be >= 0"),
-              (0 <= cfg.start < end <= steps, f"step window start={cfg.start}, end={end} must satisfy "
-                                               f"0 <= start < end <= steps ({steps})"),
-              (isinstance(cfg.iterations, int) and cfg.iterations >= 1, f"iterations {cfg.iterations} must be >= 1"),
-              (cfg.alpha > 0, f"alpha {cfg.alpha} must be > 0"),
-              (0 <= cfg.margin < 1, f"margin {cfg.margin} must be in [0, 1)"),
-              (min(cfg.w_spatial, cfg.w_presence, cfg.w_balance) >= 0, "loss weights must be >= 0"),
-              (0 <= cfg.presence_min <= 1, f"presence_min {cfg.presence_min} must be in [0, 1]"),
-              (cfg.resolution is None or cfg.resolution >= 2, f"resolution {cfg.resolution} must be >= 2")]
-    for ok, msg in checks:
-        if not ok:
-            raise ValueError(f"GuidanceConfig: {msg}")
-    return cfg.start, end
 
 
 # ---------------------------------------------------------------------------- prompts -> object tokens
@@ -231,7 +192,7 @@ def generate_guided(pipe, prompts: Sequence[str | Prompt], seeds: Sequence[int],
                          f"(repeat prompts for several seeds)")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps ({steps}) and batch_size ({batch_size}) must be >= 1")
-    start, end = check_config(cfg, steps)
+    start, end = check_guidance(cfg, steps)
     net = denoiser(pipe)
     shape = latent_shape(pipe, height, width)
     base = cfg.layers or default_layers(pipe)
@@ -266,7 +227,7 @@ def _sample(pipe, texts, seeds, rels, cfg, window, layers, resolution, steps, gu
     """One batch through the pipeline's pieces: the engine's per-seed noise, CFG, its scheduler, its VAE."""
     net, sched = denoiser(pipe), pipe.scheduler
     n = len(texts)
-    drawn = [_seeded(s, shape, generator_device) for s in seeds]
+    drawn = [seed_draw(s, shape, generator_device) for s in seeds]
     latents = torch.stack([x for x, _ in drawn]).to(device, dtype) * sched.init_noise_sigma
     extra = pipe.prepare_extra_step_kwargs([g for _, g in drawn], 0.0)
     cond, cmask = encode_text(pipe, texts, device)

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import JudgeConfig
-from ..judge.client import JudgeClient, JudgeFailed, answer_content, run_sync
+from ..judge.client import JudgeClient, answer_content, run_sync
+from ..judge.errors import JudgeFailed
 from ..judge.registry import open_endpoint
 from .regional import Plan, PlanError, plan_from_json
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attention import cross_attention_layers
-from ..generate import _seeded
+from ..generate import seed_draw
 from ..pipelines import call_kwargs, denoiser, encode_text, latent_shape, prompt_problems
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def generate_regional(pipe, prompts: Sequence, plans: Sequence, seeds: Sequence[
                                   for p in batch_plans])  # (n, R, T, D); padded regions get weight 0
             state.set(states, [p.boxes for p in batch_plans], [float(p.base_ratio) for p in batch_plans],
                       tuple(shape[1:]))
-            drawn = [_seeded(s, shape, generator_device) for _, s in batch]
+            drawn = [seed_draw(s, shape, generator_device) for _, s in batch]
             latents = torch.stack([noise for noise, _ in drawn]).to(device, dtype)  # (n, C, h, w)
             with torch.inference_mode():
                 images += pipe(prompt=[texts[i] for i, _ in batch], latents=latents,

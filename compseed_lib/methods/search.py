@@ -61,7 +61,7 @@ def score_answer(prompt: Prompt, raw: str | None) -> float:
 def ask_images(images: Sequence, questions: Sequence[str], cfg: JudgeConfig) -> tuple[list[str | None], int]:
     """(raw answers, requests sent) of one judge for each (image, question); an answer that kept failing after
     its retries is None (JudgeUnavailable, a server that cannot be reached, is raised)."""
-    from ..judge.client import JudgeFailed
+    from ..judge.errors import JudgeFailed
 
     async def go(endpoint):
         async with JudgeClient(*endpoint, cfg) as jc:

@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "runs/_eval/<model>-<weights hash>; resumable)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    torch.set_num_threads(args.threads)  # the CLI decides process-wide settings
+    from ...runtime import set_torch_threads
+
+    set_torch_threads(args.threads)  # the CLI decides process-wide settings
     res = evaluate(args.model, args.seeds, args.steps, args.guidance, seed_offset=args.seed_offset,
                    run_dir=args.run)
     pipe, _ = load_pipeline(ModelConfig(pipeline=args.model, device="cpu"))

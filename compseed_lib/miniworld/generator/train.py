@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_dataclass(TrainConfig, args.config, args.set)
-    torch.set_num_threads(cfg.threads)  # the CLI decides process-wide settings, not train()
+    from ...runtime import set_torch_threads
+
+    set_torch_threads(cfg.threads)  # the CLI decides process-wide settings, not train()
     out = export_checkpoint(cfg) if args.export_only else train(cfg)
     print(f"model written to {out}")
     return 0
