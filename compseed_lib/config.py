@@ -87,6 +87,7 @@ class EvalConfig:
                                                      "qk_unrectified"])
     n_bootstrap: int = 2000
     judge: str | None = None  # a judge registry name for evaluation only (paper: gpt-4o); None: the run's judge
+    judge_base_url: str | None = None  # that judge's endpoint when not the registry's (a proxy; a rehearsal)
 
 
 @dataclass

@@ -83,12 +83,14 @@ def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | N
 
 
 def eval_judge(cfg):
-    """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint and key), else the run's."""
+    """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint, or
+    `evaluate.judge_base_url`, and its own key), else the run's."""
     import dataclasses
 
     if cfg.evaluate.judge is None:
         return cfg.judge
-    return dataclasses.replace(cfg.judge, name=cfg.evaluate.judge, base_url=None, model=None, api_key_env=None)
+    return dataclasses.replace(cfg.judge, name=cfg.evaluate.judge, base_url=cfg.evaluate.judge_base_url, model=None,
+                               api_key_env=None)
 
 
 def _levels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

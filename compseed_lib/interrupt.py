@@ -30,6 +30,17 @@ GRACE = 6.0  # seconds from the first SIGINT to a forced exit
 EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a program ended by Ctrl-C
 MESSAGE = "compseed: interrupted; finished work is kept and the same command resumes it"
 _state = {"count": 0, "first": 0.0}
+_held: set[str] = set()  # lock files this process holds (store.run_lock registers them): removed on leaving
+
+
+def hold(path) -> None:
+    """Register a lock file to remove if the program has to leave without its normal release."""
+    _held.add(str(path))
+
+
+def release(path) -> None:
+    """The lock file was released normally."""
+    _held.discard(str(path))
 
 
 def children(pid: int | None = None) -> list[int]:
@@ -56,21 +67,19 @@ def children(pid: int | None = None) -> list[int]:
 
 def _kill_children() -> None:
     """SIGKILL every child process and, for those leading a session of their own (kernels), its group."""
-    import contextlib
-
     for pid in children():
-        with contextlib.suppress(OSError):
+        try:
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def leave_now(message: str = MESSAGE) -> None:
-    """Print `message`, stop child processes, drop held run locks, and exit with 130 — no cleanup that
-    could wait on anything."""
-    from .store import release_held_locks
-
+    """Print `message`, stop child processes, remove held run locks, and exit with 130 — no cleanup that
+    could wait on anything, and no import (a Ctrl-C during an import leaves that module half made)."""
     if message:
         try:
             sys.stderr.write(message + "\n")
@@ -78,7 +87,11 @@ def leave_now(message: str = MESSAGE) -> None:
         except Exception:  # noqa: BLE001 (a closed or broken stderr must not stop the exit)
             pass
     _kill_children()
-    release_held_locks()
+    for path in list(_held):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
     os._exit(EXIT_CODE)
 
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from . import interrupt
+
 IMAGE_COLUMNS = ["stage", "prompt_id", "seed", "prompt", "kind", "category", "target", "model",
                  "sampler", "steps", "guidance", "height", "width", "generator_device", "dtype",
                  "path", "sha256", "created"]
@@ -359,18 +361,6 @@ def lock_path(run_dir: str | Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-_HELD_LOCKS: set[Path] = set()  # lock files this process holds (removed by `release_held_locks` on a forced exit)
-
-
-def release_held_locks() -> None:
-    """Remove the lock files this process holds: for a forced exit that skips `run_lock`'s own release
-    (the flock itself goes with the process)."""
-    for path in list(_HELD_LOCKS):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        _HELD_LOCKS.discard(path)
-
-
 @contextmanager
 def run_lock(run_dir: str | Path, what: str = "compseed run"):
     """Hold the run directory's lock for the duration: a second holder is refused at once with
@@ -409,11 +399,11 @@ def run_lock(run_dir: str | Path, what: str = "compseed run"):
           "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
-    _HELD_LOCKS.add(path)
+    interrupt.hold(path)  # removed by a forced exit after Ctrl-C too
     try:
         yield path
     finally:
-        _HELD_LOCKS.discard(path)
+        interrupt.release(path)
         try:
             os.unlink(path)
         finally:

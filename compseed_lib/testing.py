@@ -126,7 +126,38 @@ def build_tiny_pixart():
                                scheduler=DPMSolverMultistepScheduler())
 
 
-PIPELINES: dict[str, Callable] = {"tiny-sd": build_tiny_sd, "tiny-pixart": build_tiny_pixart}
+def build_tiny_sd21():
+    """StableDiffusionPipeline of Stable Diffusion 2.1's shape at a tiny width: a VAE with SD's factor 8
+    (768 px -> 4x96x96 latents), a UNet of SD 2.1's four levels (three cross-attention down blocks and a
+    plain one, mirrored up; per-level head counts, linear projections, upcast attention), a CLIP text
+    encoder with GELU as OpenCLIP's, and SD 2.1's v-prediction DDIM scheduler. For rehearsing the paper's
+    SD 2.1 config (tests/test_paper_configs.py) where the weights cannot be had."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tok = _clip_tokenizer()
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=tok.model_max_length, projection_dim=TEXT_DIM,
+        hidden_act="gelu", bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=1, norm_num_groups=8, sample_size=768)
+    unet = UNet2DConditionModel(
+        sample_size=96, in_channels=4, out_channels=4, block_out_channels=(16, 32, 32, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=TEXT_DIM,
+        attention_head_dim=(1, 2, 4, 4), use_linear_projection=True, upcast_attention=True, norm_num_groups=8)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                              prediction_type="v_prediction")
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+PIPELINES: dict[str, Callable] = {"tiny-sd": build_tiny_sd, "tiny-pixart": build_tiny_pixart,
+                                  "tiny-sd21": build_tiny_sd21}
 
 
 # ------------------------------------------------------------------ cache

