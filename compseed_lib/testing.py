@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-BUILD_VERSION = 1  # bump when a tiny config changes, so cached folders are rebuilt
+BUILD_VERSION = 2  # bump when a tiny config changes, so cached folders are rebuilt
 TEXT_DIM = 32  # width of both tiny text encoders = cross-attention width
 
 
@@ -132,7 +132,7 @@ def build_tiny_sd21():
     plain one, mirrored up; per-level head counts, linear projections, upcast attention), a CLIP text
     encoder with GELU as OpenCLIP's, and SD 2.1's v-prediction DDIM scheduler. For rehearsing the paper's
     SD 2.1 config (tests/test_paper_configs.py) where the weights cannot be had."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tok = _clip_tokenizer()
@@ -141,11 +141,9 @@ def build_tiny_sd21():
         num_attention_heads=4, max_position_embeddings=tok.model_max_length, projection_dim=TEXT_DIM,
         hidden_act="gelu", bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        layers_per_block=1, norm_num_groups=8, sample_size=768)
+    vae = _tiny_vae8(768)
     unet = UNet2DConditionModel(
-        sample_size=96, in_channels=4, out_channels=4, block_out_channels=(16, 32, 32, 32), layers_per_block=1,
+        sample_size=96, in_channels=4, out_channels=4, block_out_channels=(8, 16, 32, 32), layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=TEXT_DIM,
         attention_head_dim=(1, 2, 4, 4), use_linear_projection=True, upcast_attention=True, norm_num_groups=8)
@@ -156,8 +154,38 @@ def build_tiny_sd21():
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
+def _tiny_vae8(sample_size: int):
+    """AutoencoderKL with Stable Diffusion's factor 8 (three downsamples), a few channels wide."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 4, 8, 8),
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         layers_per_block=1, norm_num_groups=4, sample_size=sample_size)
+
+
+def build_tiny_pixart512():
+    """PixArtAlphaPipeline of PixArt-XL-2-512x512's shape at a tiny width: SD's factor-8 VAE (512 px ->
+    4x64x64 latents), a PixArt transformer with patch 2 over 64x64 latents, learned sigma (8 output
+    channels), ada-norm-single, a T5 encoder with 120 tokens, DPM-Solver++. For rehearsing the paper's
+    PixArt-alpha config (tests/test_paper_configs.py)."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tok = _t5_tokenizer()
+    text = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=8, pad_token_id=0,
+                                   eos_token_id=1, decoder_start_token_id=0))
+    transformer = PixArtTransformer2DModel(
+        sample_size=64, num_layers=2, patch_size=2, attention_head_dim=16, num_attention_heads=2,
+        caption_channels=TEXT_DIM, in_channels=4, out_channels=8, cross_attention_dim=32,
+        attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
+    return PixArtAlphaPipeline(tokenizer=tok, text_encoder=text, vae=_tiny_vae8(512), transformer=transformer,
+                               scheduler=DPMSolverMultistepScheduler())
+
+
 PIPELINES: dict[str, Callable] = {"tiny-sd": build_tiny_sd, "tiny-pixart": build_tiny_pixart,
-                                  "tiny-sd21": build_tiny_sd21}
+                                  "tiny-sd21": build_tiny_sd21, "tiny-pixart512": build_tiny_pixart512}
 
 
 # ------------------------------------------------------------------ cache
