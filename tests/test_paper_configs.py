@@ -21,12 +21,12 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import cli
 from PIL import Image
 
 from compseed_lib.chain import CHAIN
 from compseed_lib.judge.registry import JUDGES, start_local_server
 from compseed_lib.store import Run
-from conftest import cli
 
 KEY = "sk-rehearsal-0c0ffee-not-a-key"
 SMALL = ["prompts.limit=2", "generate.seeds=[0, 1]", "evaluate.seeds=[1000]", "generate.steps=2",
