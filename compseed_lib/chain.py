@@ -258,12 +258,12 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def _kernel_manager(env: dict | None = None):
     """A kernel manager class whose kernels get this interpreter first on PATH, the project root named
     (`COMPSEED_ROOT`) and `env` in *their* environment; this process's own environment is left as it is."""
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager  # nbclient's own default: its client never blocks
 
     extra = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
              ROOT_ENV: os.getcwd(), **(env or {})}
 
-    class CompseedKernelManager(KernelManager):
+    class CompseedKernelManager(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw):
             kw["env"] = {**(kw.get("env") or os.environ), **extra}
             return await super()._async_pre_start_kernel(**kw)

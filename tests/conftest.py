@@ -71,3 +71,20 @@ def kill_9(proc) -> bool:
         proc.stderr.close()
     assert proc.returncode in (0, -signal.SIGKILL), err[-2000:]
     return killed
+
+
+# The longest tests first, so that `pytest -n 2` (make test) spreads them over both workers instead of
+# leaving one of them for the end: the paper-config rehearsals, then the tests of the shared smoke chain
+# (one xdist group, so they share one chain run), then the rest in file order.
+_FIRST = ("test_paper_configs.py", "test_chain.py", "test_interrupt.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return _FIRST.index(name) if name in _FIRST else len(_FIRST)
+
+    items.sort(key=rank)
+    for item in items:
+        if item.path.name in ("test_chain.py", "test_interrupt.py"):
+            item.add_marker(pytest.mark.xdist_group("smoke_chain"))
