@@ -108,8 +108,9 @@ def build_tiny_sd():
                                    requires_safety_checker=False)
 
 
-def build_tiny_pixart():
-    """PixArtAlphaPipeline: T5 encoder, 2-layer PixArt transformer (32 px, 4x8x8 latents), DPM-Solver++."""
+def _tiny_pixart(sample_size: int, make_vae: Callable):
+    """PixArtAlphaPipeline: T5 encoder, 2-layer PixArt transformer over `sample_size`² latents with patch
+    2 and learned sigma (8 output channels), ada-norm-single, the VAE `make_vae()` makes, DPM-Solver++."""
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -118,12 +119,33 @@ def build_tiny_pixart():
                                    num_heads=4, relative_attention_num_buckets=8, pad_token_id=0,
                                    eos_token_id=1, decoder_start_token_id=0))
     transformer = PixArtTransformer2DModel(
-        sample_size=8, num_layers=2, patch_size=2, attention_head_dim=16, num_attention_heads=2,
+        sample_size=sample_size, num_layers=2, patch_size=2, attention_head_dim=16, num_attention_heads=2,
         caption_channels=TEXT_DIM, in_channels=4, out_channels=8, cross_attention_dim=32,
         attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
-    return PixArtAlphaPipeline(tokenizer=tok, text_encoder=text, vae=_tiny_vae(), transformer=transformer,
+    return PixArtAlphaPipeline(tokenizer=tok, text_encoder=text, vae=make_vae(), transformer=transformer,
                                scheduler=DPMSolverMultistepScheduler())
+
+
+def build_tiny_pixart():
+    """PixArtAlphaPipeline: T5 encoder, 2-layer PixArt transformer (32 px, 4x8x8 latents), DPM-Solver++."""
+    return _tiny_pixart(8, _tiny_vae)
+
+
+def _tiny_vae8(sample_size: int):
+    """AutoencoderKL with Stable Diffusion's factor 8 (three downsamples), a few channels wide."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 4, 8, 8),
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         layers_per_block=1, norm_num_groups=4, sample_size=sample_size)
+
+
+def build_tiny_pixart512():
+    """PixArtAlphaPipeline of PixArt-XL-2-512x512's shape at a tiny width: SD's factor-8 VAE (512 px ->
+    4x64x64 latents), the PixArt transformer with patch 2 over 64x64 latents, a T5 encoder with 120
+    tokens. For rehearsing the paper's PixArt-alpha config (tests/test_paper_configs.py)."""
+    return _tiny_pixart(64, lambda: _tiny_vae8(512))
 
 
 def build_tiny_sd21():
@@ -152,36 +174,6 @@ def build_tiny_sd21():
                               prediction_type="v_prediction")
     return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
-def _tiny_vae8(sample_size: int):
-    """AutoencoderKL with Stable Diffusion's factor 8 (three downsamples), a few channels wide."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 4, 8, 8),
-                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                         layers_per_block=1, norm_num_groups=4, sample_size=sample_size)
-
-
-def build_tiny_pixart512():
-    """PixArtAlphaPipeline of PixArt-XL-2-512x512's shape at a tiny width: SD's factor-8 VAE (512 px ->
-    4x64x64 latents), a PixArt transformer with patch 2 over 64x64 latents, learned sigma (8 output
-    channels), ada-norm-single, a T5 encoder with 120 tokens, DPM-Solver++. For rehearsing the paper's
-    PixArt-alpha config (tests/test_paper_configs.py)."""
-    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
-
-    tok = _t5_tokenizer()
-    text = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
-                                   num_heads=4, relative_attention_num_buckets=8, pad_token_id=0,
-                                   eos_token_id=1, decoder_start_token_id=0))
-    transformer = PixArtTransformer2DModel(
-        sample_size=64, num_layers=2, patch_size=2, attention_head_dim=16, num_attention_heads=2,
-        caption_channels=TEXT_DIM, in_channels=4, out_channels=8, cross_attention_dim=32,
-        attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6)
-    return PixArtAlphaPipeline(tokenizer=tok, text_encoder=text, vae=_tiny_vae8(512), transformer=transformer,
-                               scheduler=DPMSolverMultistepScheduler())
 
 
 PIPELINES: dict[str, Callable] = {"tiny-sd": build_tiny_sd, "tiny-pixart": build_tiny_pixart,
