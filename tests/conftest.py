@@ -20,7 +20,8 @@ def cli(*args, cwd=REPO, env=None, timeout=600):
 
 @pytest.fixture(scope="session")
 def smoke_chain(tmp_path_factory):
-    """The whole chain on configs/smoke.yaml through the CLI, once per test session (about a minute):
+    """The whole chain on configs/smoke.yaml through the CLI, once per test session (90 s alone: twelve
+    notebooks, each a kernel that imports torch and diffusers):
     (root, the --set arguments that address its run, its report folder, the CLI's stderr). Tests that
     change the run work on a copy (`smoke_copy`)."""
     root = tmp_path_factory.mktemp("chain")
@@ -75,7 +76,7 @@ def kill_9(proc) -> bool:
 
 # The longest tests first, so that `pytest -n 2` (make test) spreads them over both workers instead of
 # leaving one of them for the end: the paper-config rehearsals, then the tests of the shared smoke chain
-# (one xdist group, so they share one chain run), then the rest in file order.
+# (one xdist group, `pytestmark` in their files, so they share one chain run), then the rest in file order.
 _FIRST = ("test_paper_configs.py", "test_chain.py", "test_interrupt.py")
 
 
@@ -85,6 +86,3 @@ def pytest_collection_modifyitems(config, items):
         return _FIRST.index(name) if name in _FIRST else len(_FIRST)
 
     items.sort(key=rank)
-    for item in items:
-        if item.path.name in ("test_chain.py", "test_interrupt.py"):
-            item.add_marker(pytest.mark.xdist_group("smoke_chain"))

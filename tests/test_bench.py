@@ -65,6 +65,7 @@ def test_quick_generation_judging_chain_report(cache, tmp_path):
     assert "× original" in text and "sequential_openai" in text
 
 
+# ~15 s: two `accelerate launch` runs (each starts torch in two processes) and a timed fine-tune.
 def test_quick_scaling_under_accelerate_and_finetune(cache, tmp_path):
     s = bench.bench_scaling(sizes=(4,), processes=(1, 2), steps=1, batch=4, reps=1)
     assert set(s["s_per_image"]) == {"4x1", "4x2"} and all(v["median"] > 0 for v in s["s_per_image"].values())

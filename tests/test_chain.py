@@ -16,6 +16,7 @@ from compseed_lib.chain import CHAIN, check_inputs, notebook_of
 from compseed_lib.config import config_from_dict
 from compseed_lib.store import Run, atomic_write_bytes, sha256_file
 
+pytestmark = pytest.mark.xdist_group("smoke_chain")  # one worker: these share one smoke chain run
 REPO = Path(__file__).resolve().parents[1]
 SPURIOUS = ("WARNING papermill", "Unable to parse", "Passed unknown parameter", "IPKernelApp", "torchvision",
             "KeyboardInterrupt", "Traceback")
@@ -72,6 +73,7 @@ def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):
         assert noise not in stderr, (noise, stderr)
 
 
+# ~20 s: two notebooks through papermill, each starting a kernel that imports torch and diffusers.
 def test_rerun_reproduces_without_new_rows(chain_run):
     root, sets, _, _ = chain_run
     run = Run.open(root / "runs" / "smoke")
@@ -84,6 +86,7 @@ def test_rerun_reproduces_without_new_rows(chain_run):
     pd.testing.assert_frame_equal(before_judged.drop(columns="created"), after_judged.drop(columns="created"))
 
 
+# ~25 s: a refused run, then two notebooks that generate a new stage through papermill.
 def test_change_that_alters_finished_images_is_refused_before_anything_is_written(chain_run):
     root, sets, _, _ = chain_run
     recorded = (root / "runs" / "smoke" / "config.yaml").read_bytes()
@@ -114,6 +117,7 @@ def test_finetune_command_reuses_finished_arms_and_names_bad_ones(chain_run):
                                                                "'qk_unrectified']")
 
 
+# ~15 s: a judge server and the 02_judge notebook through papermill.
 def test_every_stage_runs_under_the_config_given_now(chain_run):
     """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config): a live
     server asked for a model it does not serve fails inside 02_judge, naming that model."""
@@ -143,6 +147,7 @@ def test_a_judge_url_on_a_closed_port_is_refused_before_any_notebook(chain_run):
     assert not (root / "closed").exists() and (root / "runs" / "smoke" / "config.yaml").read_bytes() == recorded
 
 
+# ~35 s: three notebook runs through papermill (the failure, then the advised regeneration and judging).
 def test_damaged_image_ends_in_one_line_and_the_advice_works(chain_run):
     root, sets, _, _ = chain_run
     run = Run.open(root / "runs" / "smoke")

@@ -148,6 +148,7 @@ def _progress(run_dir) -> int:
     return n_png + int(Run(run_dir).ledger.query("SELECT COUNT(*) AS n FROM judgements")["n"].iloc[0])
 
 
+# ~40 s: the dataset built once whole and once killed with -9 at several moments, each restart a new process.
 @pytest.mark.slow
 def test_kill_9_during_generation_and_judging_then_the_same_dataset(tmp_path, cache, monkeypatch):
     import os

@@ -177,6 +177,7 @@ F.train("tiny-sd", sys.argv[1], FinetuneConfig(**KILL_CFG), Path(sys.argv[2]) / 
 KILL_CFG = dict(method="qk", steps=60, batch=8, lr=1e-2, warmup=1, checkpoint_every=3)
 
 
+# ~25 s: a fine-tune run whole and again killed with -9 and resumed, each in a new process.
 @pytest.mark.slow
 def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_path, cache):
     import os

@@ -25,6 +25,7 @@ from compseed_lib.chain import CHAIN, notebook_of
 from compseed_lib.interrupt import children
 from compseed_lib.store import Run, sha256_file
 
+pytestmark = pytest.mark.xdist_group("smoke_chain")  # one worker: these share one smoke chain run
 LIMIT = 10.0  # seconds from SIGINT to the program's exit
 
 
@@ -161,6 +162,7 @@ def test_a_second_ctrl_c_ends_it_at_once(smoke_copy, books, tmp_path):
     interrupt_when(proc, _working(report), runs, twice=True, limit=3.0)
 
 
+# ~30 s: 72 images, interrupted and then finished by the same command (two kernels).
 def test_ctrl_c_while_images_are_written_keeps_them_and_the_same_command_resumes(smoke_copy, tmp_path):
     runs, sets = smoke_copy
     args = ["run", "configs/smoke.yaml", *sets, "--only", "01_generate", "--stage", "more", "--set",
@@ -181,6 +183,7 @@ def test_ctrl_c_while_images_are_written_keeps_them_and_the_same_command_resumes
         assert sha256_file(run.root / row.path) == row.sha256
 
 
+# ~45 s: generation and judging notebooks, interrupted and then finished by the same command (four kernels).
 def test_ctrl_c_while_the_local_judge_server_starts(smoke_copy, tmp_path):
     runs, sets = smoke_copy
     args = ["run", "configs/smoke.yaml", *sets, "--only", "01_generate,02_judge", "--stage", "judged",
@@ -192,6 +195,7 @@ def test_ctrl_c_while_the_local_judge_server_starts(smoke_copy, tmp_path):
     assert len(Run.open(runs / "smoke").ledger.judgements("judged")) == 6 * 2
 
 
+# ~20 s: a fine-tune started, interrupted and resumed: two processes that load the pipeline.
 def test_ctrl_c_inside_compseed_finetune_and_the_same_command_resumes(smoke_copy):
     runs, sets = smoke_copy
     shutil.rmtree(runs / "smoke" / "finetune")

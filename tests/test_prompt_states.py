@@ -76,6 +76,7 @@ def test_unguided_calls_skip_the_unconditional_prompt(cache):
     assert max(int(np.abs(a - b).max()) for a, b in zip(plain, cached, strict=True)) <= 1
 
 
+# ~20 s: torch.compile of the tiny PixArt transformer (the compile itself is most of it).
 def test_generate_compile_keeps_the_images(cache, tmp_path):
     jobs = G.make_jobs(prompts.load("miniworld", "train", limit=1), [0, 1])
     cfg = GenerateConfig(steps=2, guidance=4.0, batch_size=4, threads=1)

@@ -108,6 +108,7 @@ t.run(slow, progress=False)
 """
 
 
+# ~15 s: a training loop killed with -9 at random moments, each restart a new process.
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
     steps = 24
     ref = _trainer(tmp_path / "ref", steps=steps)
