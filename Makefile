@@ -24,11 +24,11 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/compseed run $(CONFIG)
 
-# two workers (the suite's two longest parts, the paper-config rehearsals and the smoke chain's tests,
-# start first on separate workers); PYTEST_WORKERS=0 runs it in one process
+# two workers, a test file each at a time (the two longest, the paper-config rehearsals and the smoke
+# chain's tests, start first on separate workers); PYTEST_WORKERS=0 runs it in one process
 PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.

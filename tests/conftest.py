@@ -21,15 +21,29 @@ def cli(*args, cwd=REPO, env=None, timeout=600):
 @pytest.fixture(scope="session")
 def smoke_chain(tmp_path_factory):
     """The whole chain on configs/smoke.yaml through the CLI, once per test session (90 s alone: twelve
-    notebooks, each a kernel that imports torch and diffusers):
+    notebooks, each a kernel that imports torch and diffusers), shared by the workers of `pytest -n`
+    (the first builds it under a file lock, the others wait and reuse it):
     (root, the --set arguments that address its run, its report folder, the CLI's stderr). Tests that
-    change the run work on a copy (`smoke_copy`)."""
-    root = tmp_path_factory.mktemp("chain")
+    change the run work on a copy of it as it was built (`smoke_copy`)."""
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "smoke-chain"
     sets = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=smoke", "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
-    res = cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"),
-              env={"COMPSEED_FAKE_KEY": FAKE_KEY})
-    assert res.returncode == 0, res.stderr
-    return root, sets, root / "reports" / "smoke", res.stderr
+    with FileLock(f"{root}.lock"):
+        done = root / "built.json"
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            res = cli("run", "configs/smoke.yaml", *sets, "--reports", str(root / "reports"),
+                      env={"COMPSEED_FAKE_KEY": FAKE_KEY})
+            assert res.returncode == 0, res.stderr
+            shutil.copytree(root / "runs" / "smoke", root / "pristine" / "smoke")
+            done.write_text(json.dumps({"stderr": res.stderr}))
+        stderr = json.loads(done.read_text())["stderr"]
+    return root, sets, root / "reports" / "smoke", stderr
 
 
 @pytest.fixture
@@ -38,7 +52,7 @@ def smoke_copy(smoke_chain, tmp_path):
     import shutil
 
     root, *_ = smoke_chain
-    shutil.copytree(root / "runs" / "smoke", tmp_path / "runs" / "smoke")
+    shutil.copytree(root / "pristine" / "smoke", tmp_path / "runs" / "smoke")
     sets = ["--set", f"runs_dir={tmp_path / 'runs'}", "--set", "name=smoke",
             "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
     return tmp_path / "runs", sets
@@ -74,9 +88,9 @@ def kill_9(proc) -> bool:
     return killed
 
 
-# The longest tests first, so that `pytest -n 2` (make test) spreads them over both workers instead of
-# leaving one of them for the end: the paper-config rehearsals, then the tests of the shared smoke chain
-# (one xdist group, `pytestmark` in their files, so they share one chain run), then the rest in file order.
+# The longest files first, so that `pytest -n 2 --dist loadfile` (make test) spreads them over both
+# workers instead of leaving one of them for the end: the paper-config rehearsals on one worker, the
+# smoke chain's tests on the other, then the rest in file order.
 _FIRST = ("test_paper_configs.py", "test_chain.py", "test_interrupt.py")
 
 

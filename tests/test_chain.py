@@ -16,7 +16,6 @@ from compseed_lib.chain import CHAIN, check_inputs, notebook_of
 from compseed_lib.config import config_from_dict
 from compseed_lib.store import Run, atomic_write_bytes, sha256_file
 
-pytestmark = pytest.mark.xdist_group("smoke_chain")  # one worker: these share one smoke chain run
 REPO = Path(__file__).resolve().parents[1]
 SPURIOUS = ("WARNING papermill", "Unable to parse", "Passed unknown parameter", "IPKernelApp", "torchvision",
             "KeyboardInterrupt", "Traceback")

@@ -25,7 +25,6 @@ from compseed_lib.chain import CHAIN, notebook_of
 from compseed_lib.interrupt import children
 from compseed_lib.store import Run, sha256_file
 
-pytestmark = pytest.mark.xdist_group("smoke_chain")  # one worker: these share one smoke chain run
 LIMIT = 10.0  # seconds from SIGINT to the program's exit
 
 
