@@ -28,7 +28,7 @@ run: setup
 # chain's tests, start first on separate workers); PYTEST_WORKERS=0 runs it in one process
 PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.

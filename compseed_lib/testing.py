@@ -144,7 +144,7 @@ def _tiny_vae8(sample_size: int):
 def build_tiny_pixart512():
     """PixArtAlphaPipeline of PixArt-XL-2-512x512's shape at a tiny width: SD's factor-8 VAE (512 px ->
     4x64x64 latents), the PixArt transformer with patch 2 over 64x64 latents, a T5 encoder with 120
-    tokens. For rehearsing the paper's PixArt-alpha config (tests/test_paper_configs.py)."""
+    tokens. For rehearsing the paper's PixArt-alpha config (tests/paper_rehearsal.py)."""
     return _tiny_pixart(64, lambda: _tiny_vae8(512))
 
 
@@ -153,7 +153,7 @@ def build_tiny_sd21():
     (768 px -> 4x96x96 latents), a UNet of SD 2.1's four levels (cross-attention in levels 1 and 2 and
     the mid block, which the paper's d1d2mu1u2 selection tunes; per-level head counts, linear
     projections, upcast attention), a CLIP text encoder with GELU as OpenCLIP's, and SD 2.1's
-    v-prediction DDIM scheduler. For rehearsing the paper's SD 2.1 config (tests/test_paper_configs.py)
+    v-prediction DDIM scheduler. For rehearsing the paper's SD 2.1 config (tests/paper_rehearsal.py)
     where the weights cannot be had. One difference from SD 2.1: level 0 has no attention (at 96x96
     latents its self-attention over 9,216 tokens took most of the rehearsal's time on a CPU; nothing the
     paper tunes or reads is there)."""

@@ -88,10 +88,11 @@ def kill_9(proc) -> bool:
     return killed
 
 
-# The longest files first, so that `pytest -n 2 --dist loadfile` (make test) spreads them over both
-# workers instead of leaving one of them for the end: the paper-config rehearsals on one worker, the
-# smoke chain's tests on the other, then the rest in file order.
-_FIRST = ("test_paper_configs.py", "test_chain.py", "test_interrupt.py")
+# The longest files first, in this order, so that `pytest -n 2 --dist loadfile --no-loadscope-reorder`
+# (make test) starts them at once on both workers instead of leaving one for the end: the SD 2.1
+# rehearsal on one worker, the smoke chain's tests on the other, then the PixArt rehearsal and the
+# Ctrl-C tests, then the rest in file order.
+_FIRST = ("test_paper_sd21.py", "test_chain.py", "test_paper_pixart.py", "test_interrupt.py")
 
 
 def pytest_collection_modifyitems(config, items):
