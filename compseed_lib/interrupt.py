@@ -29,7 +29,7 @@ import time
 GRACE = 6.0  # seconds from the first SIGINT to a forced exit
 EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a program ended by Ctrl-C
 MESSAGE = "compseed: interrupted; finished work is kept and the same command resumes it"
-_state = {"count": 0, "first": 0.0}
+_state = {"count": 0}
 _held: set[str] = set()  # lock files this process holds (store.run_lock registers them): removed on leaving
 
 
@@ -104,7 +104,6 @@ def _on_sigint(signum, frame) -> None:
     _state["count"] += 1
     if _state["count"] > 1:
         leave_now(MESSAGE + " (interrupted twice: left at once)")
-    _state["first"] = time.monotonic()
     threading.Thread(target=_watchdog, args=(GRACE,), daemon=True, name="compseed-interrupt").start()
     raise KeyboardInterrupt
 
