@@ -53,6 +53,33 @@ def _stage_line(i: int, rec: dict) -> str:
             f"{rec['threads']} torch thread(s), torch {rec['torch']}, {rec['loss_history'][-1][2] / 3600:.2f} h")
 
 
+def caption_section(rec: dict) -> list[str]:
+    """The card's "Captions" section: the profile the model was trained under and what its captions said."""
+    from .captions import EXACT
+
+    profile = rec.get("caption_profile")
+    if not profile or profile == {**EXACT.__dict__}:
+        return ["## Captions", "", "Exact captions: every training caption states the scene's count or relation "
+                "correctly (the clean-caption world; `captions: exact`).", ""]
+    stats = pd.DataFrame(rec.get("caption_statistics", []))
+    probs = ", ".join(f"{k} {v:g}" for k, v in profile.items() if k != "seed")
+    return ["## Captions", "",
+            "Web-like captions (`captions` in the training config): the rendered scenes are those of the "
+            "clean-caption model, only the text paired with each one changes, once per scene (an alt text, "
+            f"not a fresh draw per step). Profile: {probs}.", "",
+            "Why these rates: captions that state how many objects an image holds are rare in web data, and a "
+            "number word in an alt text often does not give the count of the pictured objects (Paiss et al., "
+            "*Teaching CLIP to Count to Ten*, ICCV 2023, had to filter web captions and check them with an "
+            "object detector to build a counting set); web captions hold little reliable spatial language "
+            "(Kamath et al., *What's \"up\" with vision-language models?*, EMNLP 2023, on LAION-2B; "
+            "Chatterjee et al., *Getting it Right* / SPRIGHT, ECCV 2024, on LAION, CC-12M and COCO). Every "
+            "mini-world scene is about a count or a relation, so the rates here are far above the web's base "
+            "rates: a statement stays the minority and is often wrong, but the words remain learnable. The exact "
+            "rates are this kit's choice, not a measurement of LAION.", "",
+            "Captions seen in training (share of the scenes of each kind):", "",
+            _md(stats) if len(stats) else "(not recorded)", ""]
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -73,7 +100,8 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
     offsets = [sum(x["steps"] for x in stages[:i]) for i in range(len(stages))]
     size_mb = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors")) / 2**20
     pixart = spec.get("architecture", "unet") == "pixart"
-    configs = (["configs/train/miniworld_pixart.yaml"] if pixart else
+    configs = ([x["config_file"] for x in stages] if all(x.get("config_file") for x in stages) else
+               ["configs/train/miniworld_pixart.yaml"] if pixart else
                ["configs/train/miniworld.yaml"] + [f"configs/train/miniworld_stage{i}.yaml"
                                                    for i in range(2, len(stages) + 1)])
     latent = f"{spec['image_size'] // 2 ** (len(spec['vae_channels']) - 1)}² × {spec['latent_channels']}"
@@ -121,7 +149,7 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the "
         f"{'transformer' if pixart else 'UNet'} and text encoder, "
         f"{sum(r['loss_history'][-1][2] for r in stages) / 3600:.2f} h of training (from the loss records)",
-        "", "![loss](loss_curve.png)", ""]
+        "", "![loss](loss_curve.png)", "", *caption_section(rec)]
     if eval_dir and Path(eval_dir).is_dir():
         ev = Path(eval_dir)
         s = pd.read_csv(ev / "summary.csv").iloc[0]

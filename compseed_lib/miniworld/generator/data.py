@@ -81,7 +81,8 @@ def scene(index: int, size: int = 32, max_count: int = 6, unnamed: str = "defaul
 
 
 def caption_labels(captions: list[str]) -> np.ndarray:
-    """(N, 5) int64 labels (LABEL_FIELDS) of training captions; the empty caption is all zeros."""
+    """(N, 5) int64 labels (LABEL_FIELDS) of training captions, exact or web-like (captions.py): what
+    the text states, 0 where it states nothing (no count word, no relation); "" is all zeros."""
     out = np.zeros((len(captions), len(LABEL_FIELDS)), dtype=np.int64)
     for i, cap in enumerate(captions):
         if not cap:
@@ -90,16 +91,25 @@ def caption_labels(captions: list[str]) -> np.ndarray:
         if bg and bg not in _BG:
             raise ValueError(f"caption {cap!r}: unknown background {bg!r}")
         out[i, 4] = _BG.get(bg, 0)
-        if " of " in text or " under " in text:
+        if " and " in text:  # a relation left out: "a ball and a star"
+            a, _, b = text.partition(" and ")
+            out[i, 1:3] = _kind(a, cap), _kind(b, cap)
+        elif " of " in text or " under " in text:
             a, rel, b = P.parse_spatial(text, "training caption")
             out[i, 0:3] = _REL[rel], _KIND[a.name], _KIND[b.name]
-        else:
-            word, _, noun = text.partition(" ")
-            kind = next((o.name for o in _OBJS if noun in (o.name, o.plural)), None)
-            if word not in _COUNT or kind is None:
-                raise ValueError(f"cannot read the structure of training caption {cap!r}")
-            out[i, 1], out[i, 3] = _KIND[kind], _COUNT[word]
+        else:  # "three balls", "balls", "some balls", "a few balls", "a ball"
+            out[i, 1] = _kind(text, cap)
+            out[i, 3] = _COUNT.get(text.split()[0], 0)
     return out
+
+
+def _kind(phrase: str, caption: str) -> int:
+    """Label of the object a phrase ends with ("a ball", "three balls")."""
+    noun = phrase.split()[-1] if phrase.split() else ""
+    kind = next((o.name for o in _OBJS if noun in (o.name, o.plural)), None)
+    if kind is None:
+        raise ValueError(f"cannot read the structure of training caption {caption!r}")
+    return _KIND[kind]
 
 
 def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True,

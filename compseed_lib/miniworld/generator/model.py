@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ... import prompts as P
+from .captions import WORDS as WEB_WORDS
 
 SPECIALS = ["[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"]
 ARCHITECTURES = ("unet", "pixart")
@@ -99,6 +100,7 @@ def vocabulary(prompt_dir: str | Path | None = None) -> list[str]:
         words.update(phrase.split())
     words.update(P.COUNT_WORDS.values())
     words.update({",", "a", "an", "and", "the"})
+    words.update(WEB_WORDS)  # what web-like training captions add ("some balls", "a few stars")
     return SPECIALS + sorted(words)
 
 

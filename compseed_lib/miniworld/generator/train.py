@@ -27,6 +27,7 @@ batches as an uninterrupted one. Same code on a laptop CPU (threads=1) and a GPU
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import shutil
@@ -51,6 +52,7 @@ from ...training import (
     save_optimizer,
 )
 from . import data
+from .captions import PRESETS, CaptionProfile, apply_profile, caption_statistics
 from .model import (
     MiniModelSpec,
     assemble_pipeline,
@@ -88,6 +90,8 @@ class TrainConfig:
     caption_loss: float = 0.0  # weight of the CaptionProbe cross-entropy added to the diffusion loss
     probe_scale: float = 0.0  # 0: linear probe heads; > 0: cosine heads with this fixed logit scale
     spatial_weight: float = 1.0  # sampling weight of spatial scenes relative to counting scenes
+    captions: str | CaptionProfile = "exact"  # what each scene's caption says: a preset of captions.PRESETS
+    #                                           ("exact", "web") or the probabilities (captions.CaptionProfile)
     unnamed_background: str = "default"  # data.UNNAMED: what a spatial caption naming no background shows
     init_from: str | None = None  # a pipeline folder (e.g. models/miniworld) to continue from: its VAE is
     #                               kept as is, its UNet and text encoder start the UNet stage
@@ -100,6 +104,14 @@ class TrainConfig:
     checkpoint_every: int = 500  # UNet steps; the VAE saves every 4x as many of its steps
     keep_checkpoints: int = 2
     log_every: int = 50
+
+    def caption_profile(self) -> CaptionProfile:
+        if isinstance(self.captions, CaptionProfile):
+            return self.captions.check()
+        if self.captions not in PRESETS:
+            raise ValueError(f"captions must be one of {sorted(PRESETS)} or a section of "
+                             f"CaptionProfile fields, got {self.captions!r}")
+        return PRESETS[self.captions]
 
     def loop(self) -> LoopConfig:
         """The shared training loop's settings for the UNet stage."""
@@ -247,18 +259,21 @@ def train_prior_stage(cfg: TrainConfig) -> None:
         raise ValueError(f"init_from_config {cfg.init_from_config!r} writes {prior.out_dir!r}, "
                          f"not init_from {cfg.init_from!r}")
     log.info("%s is missing: training it first from %s", cfg.init_from, cfg.init_from_config)
-    train(prior)
+    train(prior, cfg.init_from_config)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """One training run, after any earlier stage it continues from; returns the exported folder."""
+def train(cfg: TrainConfig, config_file: str | None = None) -> Path:
+    """One training run, after any earlier stage it continues from; returns the exported folder.
+    `config_file` (the YAML it came from) goes into the training record, for the model card."""
     train_prior_stage(cfg)
     dev, spec, work = _device(cfg.device), _spec(cfg), Path(cfg.work_dir)
     t_start = time.time()
     # 1. scenes
     data.build_scene_cache(work / "scenes", cfg.n_scenes, spec.image_size, unnamed=cfg.unnamed_background,
                            workers=cfg.threads)  # one process per training thread
-    images, captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
+    images, scene_captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)
+    captions, forms = apply_profile(scene_captions, cfg.caption_profile())  # the images never change
+    caption_record = {**_caption_record(cfg, scene_captions, forms), "config_file": config_file}
     # 2.-3. autoencoder and latents
     if (cfg.init_from or cfg.vae_from) and not (work / "vae" / "config.json").is_file():
         _adopt_vae(cfg)
@@ -327,10 +342,17 @@ def train(cfg: TrainConfig) -> Path:
     # 5. export EMA weights
     loop.use_ema()
     return export(cfg, spec, text_encoder.cpu(), vae.cpu(), unet.cpu(), history,
-                  time.time() - t_start)
+                  time.time() - t_start, caption_record)
 
 
-def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, history, seconds):
+def _caption_record(cfg: TrainConfig, scene_captions: list[str], forms: list[str]) -> dict:
+    """The profile and the caption statistics of the scenes this run trains on (for the card)."""
+    return {"caption_profile": asdict(cfg.caption_profile()),
+            "caption_statistics": caption_statistics(scene_captions, forms)}
+
+
+def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, history, seconds,
+           caption_record: dict | None = None):
     """Save the pipeline (safetensors) and its training record into out_dir, atomically. The tokenizer
     is built fresh from the spec: one that has tokenized a padded batch keeps that padding in its file."""
     out = Path(cfg.out_dir)
@@ -347,7 +369,7 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, histo
                              "vae": count_parameters(vae)},
               "wall_seconds_this_session": round(seconds, 1), "torch": torch.__version__,
               "threads": cfg.threads, "device": str(_device(cfg.device)),
-              "loss_history": history}
+              **(caption_record or {}), "loss_history": history}
     prior = Path(cfg.init_from or "") / "training_record.json"
     if cfg.init_from and prior.is_file():  # a continued run: keep the lineage and the running totals
         before = json.loads(prior.read_text())
@@ -361,7 +383,8 @@ def export(cfg: TrainConfig, spec: MiniModelSpec, text_encoder, vae, unet, histo
     return out
 
 
-def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) -> Path:
+def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None,
+                      config_file: str | None = None) -> Path:
     """Export the EMA weights of a checkpoint (default: the latest) without training further."""
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
@@ -379,8 +402,11 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None) ->
     vae = AutoencoderKL.from_pretrained(work / "vae")
     set_latent_scale(cfg, vae)
     state = json.loads((ck / "state.json").read_text())
-    cfg = TrainConfig(**{**asdict(cfg), "steps": state["step"]})
-    return export(cfg, spec, text_encoder, vae, unet, state["history"], 0.0)
+    cfg = dataclasses.replace(cfg, steps=state["step"])
+    scene_captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)[1]
+    forms = apply_profile(scene_captions, cfg.caption_profile())[1]
+    return export(cfg, spec, text_encoder, vae, unet, state["history"], 0.0,
+                  {**_caption_record(cfg, scene_captions, forms), "config_file": config_file})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     from ...runtime import set_torch_threads
 
     set_torch_threads(cfg.threads)  # the CLI decides process-wide settings, not train()
-    out = export_checkpoint(cfg) if args.export_only else train(cfg)
+    out = export_checkpoint(cfg, config_file=args.config) if args.export_only else train(cfg, args.config)
     print(f"model written to {out}")
     return 0
 
