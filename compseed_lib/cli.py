@@ -9,6 +9,7 @@
     compseed train-miniworld configs/train/miniworld.yaml
     compseed evaluate-model models/miniworld --seeds 64 --steps 10 --out reports/miniworld_eval
     compseed model-card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
+    compseed effect configs/effect.yaml [--table-only]
 """
 from __future__ import annotations
 
@@ -152,6 +153,10 @@ def _main(argv: list[str] | None) -> int:
         from .miniworld.generator import card
 
         return card.main(argv[1:]) or 0
+    if argv and argv[0] == "effect":
+        from . import effect
+
+        return effect.main(argv[1:]) or 0
     if argv and argv[0] == "rejudge":
         from .judge import rejudge
 

@@ -78,6 +78,8 @@ class MiningConfig:
 class DatasetConfig:
     per_prompt: int | None = None  # top seeds used per training prompt (None: all `mining.top_n`)
     random_seed_base: int = 100_000  # the random-seed control draws from [base, base + 100_000)
+    validation: float = 0.0  # share of the training prompts (per kind) kept out of every dataset: the prompts
+    #                          fine-tune settings are chosen on (finetune.grid); 0: no validation split
 
 
 @dataclass
@@ -88,6 +90,16 @@ class EvalConfig:
     n_bootstrap: int = 2000
     judge: str | None = None  # a judge registry name for evaluation only (paper: gpt-4o); None: the run's judge
     judge_base_url: str | None = None  # that judge's endpoint when not the registry's (a proxy; a rehearsal)
+
+
+@dataclass
+class GridConfig:
+    """Fine-tune settings tried on the validation prompts (q/k on the top-seed dataset); the most accurate
+    is used for every fine-tuned arm. Never chosen on the evaluation prompts or seeds."""
+
+    steps: list[int] = field(default_factory=lambda: [100, 200, 400])
+    lr: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    seeds: list[int] = field(default_factory=lambda: list(range(2000, 2016)))  # disjoint from mining and evaluation
 
 
 @dataclass
@@ -107,6 +119,7 @@ class FinetuneConfig:
     mixed_precision: str = "no"  # 'fp16' / 'bf16' on GPU
     checkpoint_every: int = 50
     seed: int = 0
+    grid: GridConfig | None = None  # `grid: {}` for the defaults; needs dataset.validation > 0
 
 
 @dataclass
@@ -153,7 +166,7 @@ class RunConfig:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 # Evaluation arms: the base model on the evaluation seeds and on the mined top seeds, fine-tunes, controls.
-ARMS = ("base", "top_seeds", "qk", "lora", "qk_random_seeds", "qk_unrectified")
+ARMS = ("base", "top_seeds", "qk", "lora", "qk_random_seeds", "qk_unrectified", "qk_ceiling")
 # Neighbouring methods on the same held-out prompts (compare.py): RPG, InfSplign, best-of-N, top seeds + InfSplign.
 METHOD_ARMS = ("regional", "guided", "best_of_n", "top_seeds_guided")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -321,6 +334,22 @@ def check_finetune(f: FinetuneConfig) -> FinetuneConfig:
     return f
 
 
+def check_grid(cfg: RunConfig) -> None:
+    """finetune.grid: settings to try, validation seeds apart from the mining and evaluation seeds."""
+    g = cfg.finetune.grid
+    if cfg.dataset.validation <= 0:
+        raise _bad("finetune.grid", "set", "needs validation prompts: set dataset.validation (e.g. 0.25)")
+    if not g.steps or any(not isinstance(s, int) or s < 1 for s in g.steps):
+        raise _bad("finetune.grid.steps", g.steps, "a non-empty list of step counts >= 1")
+    if not g.lr or any(lr <= 0 for lr in g.lr):
+        raise _bad("finetune.grid.lr", g.lr, "a non-empty list of learning rates > 0")
+    check_seeds(g.seeds, "finetune.grid.seeds")
+    overlap = sorted(set(g.seeds) & (set(cfg.generate.seeds) | set(cfg.evaluate.seeds)))
+    if overlap:
+        raise _bad("finetune.grid.seeds", overlap[:5], "must be disjoint from the mining seeds (generate.seeds) "
+                                                       "and the evaluation seeds (evaluate.seeds)")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Every check of a config's values that needs no file, model or network; `ConfigError` names the key.
 
@@ -340,9 +369,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     overlap = sorted(set(cfg.evaluate.seeds) & set(cfg.generate.seeds))
     if overlap:
         raise _bad("evaluate.seeds", overlap[:5], "must be disjoint from the mining seeds (generate.seeds)")
+    if not 0 <= cfg.dataset.validation < 1:
+        raise _bad("dataset.validation", cfg.dataset.validation, "a share of the training prompts in [0, 1)")
+    if cfg.finetune.grid is not None:
+        check_grid(cfg)
     unknown = sorted(set(cfg.evaluate.arms) - set(ARMS))
     if unknown or not cfg.evaluate.arms:
         raise _bad("evaluate.arms", unknown or cfg.evaluate.arms, f"a non-empty list of {list(ARMS)}")
+    if "qk_ceiling" in cfg.evaluate.arms and cfg.prompts.world != "miniworld":
+        raise _bad("evaluate.arms", "qk_ceiling", "the ceiling arm trains on rendered ground-truth scenes: "
+                                                 "the mini world only (prompts.world: miniworld)")
     for key in ("top_n", "k", "n_permutations"):
         if getattr(cfg.mining, key) < 1:
             raise _bad(f"mining.{key}", getattr(cfg.mining, key), "must be >= 1")

@@ -261,11 +261,65 @@ def random_seed_jobs(prompts: Sequence[Prompt], n_per_prompt: int, base: int, av
     return jobs
 
 
+def validation_split(prompts: Sequence[Prompt], share: float, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """(fit, validation): `share` of each kind's prompts (at least one when share > 0) drawn at random with
+    `seed` for choosing fine-tune settings; every dataset is built from the rest."""
+    import numpy as np
+
+    if share <= 0:
+        return list(prompts), []
+    rng, val_ids = np.random.default_rng(seed), set()
+    for kind in sorted({p.kind for p in prompts}):
+        ids = sorted(p.id for p in prompts if p.kind == kind)
+        n = min(len(ids) - 1, max(1, round(share * len(ids))))
+        val_ids.update(rng.choice(ids, size=n, replace=False).tolist() if n > 0 else [])
+    return [p for p in prompts if p.id not in val_ids], [p for p in prompts if p.id in val_ids]
+
+
+def fit_prompts(prompts: Sequence[Prompt], cfg) -> list[Prompt]:
+    """The training prompts the datasets are built from: all, less the validation share (dataset.validation)."""
+    return validation_split(prompts, cfg.dataset.validation, cfg.mining.split_seed)[0]
+
+
+def ceiling_dataset(run: Run, table: pd.DataFrame, prompts: Sequence[Prompt], cfg,
+                    stage: str = f"{STAGE}_ceiling") -> pd.DataFrame:
+    """The ceiling arm's data (mini world): for every image the top-seed dataset keeps, a freshly rendered
+    ground-truth scene of its prompt (the renderer draws exactly what the prompt says; the seed draws the
+    layout) captioned with the prompt. Same prompts, same number of images: only the pictures are right by
+    construction, so a fine-tune on it bounds what better data alone can do. Rendering is deterministic and
+    takes milliseconds, so a re-run renders again and writes the same bytes."""
+    from .generate import write_batch
+    from .miniworld import render_count, render_relation
+    from .miniworld.vocab import DEFAULT_BACKGROUND
+
+    by_id = {p.id: p for p in prompts}
+    keep = table[table["status"] != DROPPED]
+    jobs = [Job(by_id[r.prompt_id], int(r.seed)) for r in keep.itertuples()]
+    size, images = cfg.generate.height, []
+    for job in jobs:
+        p = job.prompt
+        scene = (render_count(p.obj.name, int(p.count), p.background, seed=job.seed, size=size) if p.kind == "count"
+                 else render_relation(p.obj.name, p.relation, p.obj_b.name, p.background or DEFAULT_BACKGROUND,
+                                      seed=job.seed, size=size))
+        images.append(scene.image.convert("RGB"))
+    settings = dict(model="miniworld-renderer", sampler="render", steps=0, guidance=0.0, height=size, width=size,
+                    generator_device="cpu", dtype="uint8")
+    write_batch(run, stage, jobs, images, settings, run.ledger)
+    files = run.ledger.images(stage).set_index(["prompt_id", "seed"])
+    keys = list(zip(keep["prompt_id"], keep["seed"].astype(int)))
+    return keep.assign(stage=stage, text=keep["prompt"], status=KEPT, reason="rendered ground truth", judged=None,
+                       path=[files.loc[k, "path"] for k in keys], sha256=[files.loc[k, "sha256"] for k in keys])
+
+
 def build_datasets(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: pd.DataFrame, cfg,
                    progress: bool = True) -> dict[str, pd.DataFrame]:
-    """The paper's dataset and its two controls, as imagefolders in the run directory:
+    """The paper's dataset and its controls, as imagefolders in the run directory:
     `dataset/` (top seeds, rectified), `dataset_random_seeds/` (random seeds, rectified, as many images as
-    `dataset/` keeps) and `dataset_unrectified/` (the top-seed images with their prompts as captions)."""
+    `dataset/` keeps), `dataset_unrectified/` (the top-seed images with their prompts as captions) and,
+    when the `qk_ceiling` arm is evaluated, `dataset_ceiling/` (ground-truth renders of the same prompts,
+    as many as `dataset/` keeps). `prompts`: the training prompts; the validation share
+    (dataset.validation) is left out here."""
+    prompts = fit_prompts(prompts, cfg)
     jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt)
     main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, progress)
     per_prompt = max(1, round(len(jobs) / max(1, len(prompts))))
@@ -279,6 +333,8 @@ def build_datasets(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: p
         rand.loc[surplus, ["status", "reason", "text"]] = [DROPPED, "size matched to the top-seed dataset", None]
     unrect = main.assign(text=main["prompt"], status=KEPT, reason="caption as prompted")
     tables = {"dataset": main, "dataset_random_seeds": rand, "dataset_unrectified": unrect}
+    if "qk_ceiling" in cfg.evaluate.arms:
+        tables["dataset_ceiling"] = ceiling_dataset(run, main, prompts, cfg)
     for name, t in tables.items():  # each imagefolder written once, after its captions are final
         export_imagefolder(run, t, run.root / name)
         run.save_table(t, f"{name}_captions")

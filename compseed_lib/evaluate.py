@@ -6,6 +6,9 @@ Arms (config `evaluate.arms`):
   qk, lora         the fine-tunes on the rectified top-seed dataset (notebook 06)
   qk_random_seeds  control: q/k fine-tune on a same-size dataset from random seeds, rectified the same way
   qk_unrectified   control: q/k fine-tune on the top-seed images with their prompts as captions
+  qk_ceiling       bound (mini world): q/k fine-tune on rendered ground-truth scenes of the same prompts,
+                   as many images, captioned with the prompts
+Fine-tunes use finetune.steps / lr, or the setting `finetune.grid` chose on validation prompts (tuning.py).
 Every arm but top_seeds uses the same (prompt, seed) pairs, so arm vs base is paired: an exact McNemar
 test on the discordant pairs, and for every arm a paired bootstrap over prompts (95% interval of the
 accuracy difference; top_seeds is paired by prompt only). Unknown answers are left out, pairwise, and counted.
@@ -37,7 +40,8 @@ from .store import Run
 
 log = logging.getLogger(__name__)
 FINETUNED = {"qk": ("qk", "dataset"), "lora": ("lora", "dataset"), "qk_random_seeds": ("qk", "dataset_random_seeds"),
-             "qk_unrectified": ("qk", "dataset_unrectified")}  # arm -> (method, dataset folder)
+             "qk_unrectified": ("qk", "dataset_unrectified"),
+             "qk_ceiling": ("qk", "dataset_ceiling")}  # arm -> (method, dataset folder)
 
 
 def finetune_dir(run: Run, arm: str) -> Path:
@@ -207,8 +211,9 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
     import dataclasses
 
     from . import finetune
+    from .tuning import chosen_finetune
 
-    out = {}
+    settings, out = chosen_finetune(run, cfg), {}
     for arm in only or cfg.evaluate.arms:
         if arm not in FINETUNED:
             if only:
@@ -220,7 +225,7 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
             log.info("fine-tune %s already at %s", arm, target)
             out[arm] = target
             continue
-        ft = dataclasses.replace(cfg.finetune, method=method)
+        ft = dataclasses.replace(settings, method=method)
         out[arm] = finetune.train(cfg.model.pipeline, run.root / folder, ft, target.parent / "work", target,
                                   device=cfg.model.device, progress=progress)
     return out

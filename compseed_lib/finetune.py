@@ -103,11 +103,12 @@ def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[
     meta_file = Path(dataset_dir) / "train" / "metadata.jsonl"
     if not meta_file.is_file():
         raise FileNotFoundError(f"no dataset at {dataset_dir}: {meta_file} is missing (build it first: notebook 05)")
+    if not meta_file.read_text().strip():
+        raise ValueError(f"dataset {dataset_dir} is empty: every caption was dropped (see its table in tables/, "
+                         "notebook 05): nothing to fine-tune on; mine more seeds (mining.top_n) or more prompts")
     key = hashlib.sha256(meta_file.read_bytes()).hexdigest()[:16]
     cache = work / "latents.safetensors"
     ds = load_dataset("imagefolder", data_dir=str(dataset_dir), split="train")
-    if len(ds) == 0:
-        raise ValueError(f"dataset {dataset_dir} is empty: every caption was dropped")
     captions = list(ds["text"])
     if cache.is_file() and (safe_open(str(cache), "pt").metadata() or {}).get("dataset") == key:
         from safetensors.torch import load_file

@@ -39,13 +39,17 @@ class ModelLoadError(RuntimeError):
 
 # Trained pipelines shipped inside the repository (weights as safetensors, see their README.md).
 _MODELS = Path(__file__).resolve().parent.parent / "models"
-SHIPPED: dict[str, Path] = {"miniworld": _MODELS / "miniworld", "miniworld-pixart": _MODELS / "miniworld-pixart"}
+# "-web": the web-caption twins (trained on web-like captions, miniworld/generator/captions.py).
+SHIPPED: dict[str, Path] = {name: _MODELS / name for name in
+                            ("miniworld", "miniworld-pixart", "miniworld-web", "miniworld-pixart-web")}
 TRAINING_CONFIGS: dict[str, str] = {"miniworld": "configs/train/miniworld_stage4.yaml",
-                                    "miniworld-pixart": "configs/train/miniworld_pixart.yaml"}
+                                    "miniworld-pixart": "configs/train/miniworld_pixart.yaml",
+                                    "miniworld-web": "configs/train/miniworld_web_stage4.yaml",
+                                    "miniworld-pixart-web": "configs/train/miniworld_pixart_web.yaml"}
 
 
 # Counts a shipped generator saw in training (DESIGN §2: the mini world draws one to six of a kind).
-TRAINED_COUNTS: dict[str, tuple[int, int]] = {"miniworld": (1, 6), "miniworld-pixart": (1, 6)}
+TRAINED_COUNTS: dict[str, tuple[int, int]] = {name: (1, 6) for name in SHIPPED}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -104,10 +104,11 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                ["configs/train/miniworld_pixart.yaml"] if pixart else
                ["configs/train/miniworld.yaml"] + [f"configs/train/miniworld_stage{i}.yaml"
                                                    for i in range(2, len(stages) + 1)])
+    vae_from = next((x["config"].get("vae_from") for x in stages if x["config"].get("vae_from")), None)
     latent = f"{spec['image_size'] // 2 ** (len(spec['vae_channels']) - 1)}² × {spec['latent_channels']}"
     vae_line = (f"- AutoencoderKL {spec['vae_channels']}: {spec['image_size']} px RGB ↔ {latent} latents "
-                f"({p['vae'] / 1e6:.2f} M parameters" + (f", taken as trained from `{cfg['vae_from']}`)"
-                                                        if cfg.get("vae_from") else ")"))
+                f"({p['vae'] / 1e6:.2f} M parameters" + (f", taken as trained from `{vae_from}`)"
+                                                        if vae_from else ")"))
     if pixart:
         arch = [vae_line,
                 f"- PixArtTransformer2DModel: {spec['dit_layers']} DiT blocks × "
@@ -143,7 +144,7 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
         f"- {cfg['n_scenes']:,} rendered scenes (half counting captions, counts one–six; half spatial "
         "captions, a background named half the time; what an unnamed one shows is given per stage), all 8 "
         "object kinds and 6 backgrounds",
-        (f"- VAE: that of `{cfg['vae_from']}`, unchanged" if cfg.get("vae_from") else
+        (f"- VAE: that of `{vae_from}`, unchanged" if vae_from else
          f"- VAE: {cfg['vae_steps']:,} steps × {cfg['vae_batch']} images"),
         *[_stage_line(i, r) for i, r in enumerate(stages, 1)],
         f"- in all {sum(r['images_seen'] for r in stages):,} images seen by the "

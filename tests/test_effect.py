@@ -1,0 +1,139 @@
+"""The paper's effect, measured: fine-tune settings chosen on validation prompts (tuning.py), the ceiling arm
+(rendered ground truth, dataset.ceiling_dataset), and the cross-generator table (effect.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import FAKE_KEY, cli
+
+from compseed_lib import prompts as P
+from compseed_lib import tuning
+from compseed_lib.config import ConfigError, load_config, validate
+from compseed_lib.dataset import validation_split
+from compseed_lib.effect import PAPER_GAINS, effect_table, load, markdown, run_all, write_report
+from compseed_lib.store import Run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_validation_split_is_per_kind_disjoint_and_fixed_by_its_seed():
+    ps = P.load("miniworld", "train", limit=20)
+    fit, val = validation_split(ps, 0.25, seed=0)
+    fit_ids, val_ids = {p.id for p in fit}, {p.id for p in val}
+    assert fit_ids | val_ids == {p.id for p in ps} and not fit_ids & val_ids
+    for kind in ("count", "spatial"):
+        assert sum(p.kind == kind for p in val) == 5 and sum(p.kind == kind for p in fit) == 15
+    assert [p.id for p in validation_split(ps, 0.25, seed=0)[1]] == [p.id for p in val]
+    assert [p.id for p in validation_split(ps, 0.25, seed=1)[1]] != [p.id for p in val]
+    assert validation_split(ps, 0.0)[1] == [] and len(validation_split(ps[:3], 0.01)[1]) >= 1  # at least one per kind
+    two = [p for p in ps if p.kind == "count"][:2]
+    assert len(validation_split(two, 0.9)[0]) == 1  # never the whole of a kind
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["finetune.grid={}"], r"finetune.grid.*set dataset.validation"),
+    (["dataset.validation=0.25", "finetune.grid={seeds: [100]}"], r"finetune.grid.seeds.*disjoint"),
+    (["dataset.validation=0.25", "finetune.grid={steps: []}"], r"finetune.grid.steps"),
+    (["dataset.validation=0.25", "finetune.grid={lr: [0]}"], r"finetune.grid.lr"),
+    (["dataset.validation=1.5"], r"dataset.validation"),
+    (["evaluate.arms=[base, qk_ceiling]", "prompts.world=comp90"], r"ceiling arm.*mini world"),
+])
+def test_bad_grid_or_ceiling_settings_name_the_key(sets, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(REPO / "configs/smoke.yaml", sets))
+
+
+def test_effect_configs_validate_and_keep_evaluation_apart_from_choice():
+    for name in ("effect-pixart", "effect-sd"):
+        cfg = validate(load_config(REPO / f"configs/{name}.yaml"))
+        assert len(cfg.evaluate.seeds) >= 64 and not set(cfg.evaluate.seeds) & set(cfg.generate.seeds)
+        assert len(cfg.finetune.grid.steps) * len(cfg.finetune.grid.lr) >= 9
+        assert "qk_ceiling" in cfg.evaluate.arms and cfg.dataset.validation > 0
+    eff = load(REPO / "configs/effect.yaml")
+    assert {(g.captions, g.paper) for g in eff.generators} == {(c, p) for c in ("clean", "web") for p in PAPER_GAINS}
+
+
+def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
+    """A small run of its own on the PixArt-shaped mini model (the tiny random pipelines draw nothing the judge
+    keeps, so their datasets come out empty): 00-03 and 05-07 with a validation share, a 2 x 2 grid and the
+    ceiling arm (seven notebooks, six fine-tunes of a few steps); then the effect table over that run."""
+    runs = tmp_path / "runs"
+    sets = ["--set", f"runs_dir={runs}", "--set", "name=smoke", "--set", "model.pipeline=miniworld-pixart",
+            "--set", "finetune.blocks=[2, 3]", "--set", "prompts.limit=4", "--set", "generate.seeds=[0, 1, 2]",
+            "--set", "mining.top_n=2", "--set", "generate.steps=4", "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
+    grid = "finetune.grid={steps: [1, 2], lr: [0.0001, 0.001], seeds: [2000, 2001]}"
+    extra = ["--set", "dataset.validation=0.25", "--set", grid, "--set", "evaluate.arms=[base, qk, qk_ceiling]"]
+    res = cli("run", "configs/smoke.yaml", *sets, *extra, "--only",
+              "00_prompts,01_generate,02_judge,03_mine_seeds,05_build_dataset,06_finetune,07_evaluate",
+              "--reports", str(tmp_path / "reports"), env={"COMPSEED_FAKE_KEY": FAKE_KEY})
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = Run.open(runs / "smoke")
+    cfg = run.config()
+    # the grid: base row + 4 settings, one chosen, the most accurate (ties: fewer steps, smaller lr)
+    t = run.load_table("finetune_grid")
+    assert list(t["steps"]) == [0, 1, 1, 2, 2] and t["chosen"].sum() == 1
+    settings = t[t["steps"] > 0]
+    chosen = settings[settings["chosen"]].iloc[0]
+    assert chosen["accuracy"] == settings["accuracy"].max()
+    val = tuning.validation_prompts(cfg)
+    assert val and set(t["images"]) == {len(val) * 2}
+    # validation prompts never enter a dataset
+    val_ids = {p.id for p in val}
+    for folder in ("dataset", "dataset_random_seeds", "dataset_unrectified", "dataset_ceiling"):
+        lines = (runs / "smoke" / folder / "train" / "metadata.jsonl").read_text().splitlines()
+        meta = [json.loads(line) for line in lines]
+        assert not {m["prompt_id"] for m in meta} & val_ids, folder
+    # the ceiling: as many images as the dataset keeps, the same prompts, captioned with the prompt
+    main = [json.loads(x) for x in (runs / "smoke/dataset/train/metadata.jsonl").read_text().splitlines()]
+    ceil = [json.loads(x) for x in (runs / "smoke/dataset_ceiling/train/metadata.jsonl").read_text().splitlines()]
+    assert sorted((m["prompt_id"], m["seed"]) for m in main) == sorted((m["prompt_id"], m["seed"]) for m in ceil)
+    texts = {p.id: p.text for p in P.for_config(cfg.prompts)}
+    assert all(m["text"] == texts[m["prompt_id"]] and not m["rectified"] for m in ceil)
+    # every arm trains with the chosen setting
+    for arm in ("qk", "qk_ceiling"):
+        record = json.loads((runs / f"smoke/finetune/{arm}/model/compseed_finetune.json").read_text())
+        assert record["steps"] == chosen["steps"]
+    assert record["images"] == len(ceil)
+    ev = run.load_table("evaluation")
+    assert set(ev["arm"]) == {"base", "qk", "qk_ceiling"}
+    assert (tmp_path / "reports" / "smoke" / "06_finetune.ipynb").is_file()
+    assert (runs / "smoke" / "figures" / "06_finetune_grid.png").is_file()
+
+    # the effect table over this run, and a generator whose model is missing (reported, not run)
+    runs_dir = f"runs_dir={runs}"
+    spec = {"out": str(tmp_path / "effect"), "generators": [
+        {"name": "smoke", "label": "tiny SD", "captions": "clean", "paper": "SD 2.1", "config": "configs/smoke.yaml",
+         "set": [runs_dir]},
+        {"name": "nowhere", "label": "missing", "captions": "web", "paper": "PixArt-α", "config": "configs/smoke.yaml",
+         "set": [runs_dir, "model.pipeline=./no/such/model"]}]}
+    (tmp_path / "effect.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    eff = load(tmp_path / "effect.yaml")
+    status = run_all(eff.__class__(generators=eff.generators[1:], out=eff.out), show=False)
+    assert status["nowhere"].startswith("not run: model.pipeline './no/such/model'")
+    table = effect_table(eff)
+    assert list(table["arm"]) == ["base", "qk", "qk_ceiling"]  # the missing generator has no rows
+    qk = table[table["arm"] == "qk"].iloc[0]
+    base_count = ev[(ev["arm"] == "base") & (ev["level"] == "count")]["accuracy"].iloc[0]
+    arm_count = ev[(ev["arm"] == "qk") & (ev["level"] == "count")]
+    assert qk["count_accuracy"] == arm_count["accuracy"].iloc[0]
+    if base_count:
+        assert qk["count_gain_lo"] <= qk["count_gain"] <= qk["count_gain_hi"]
+        assert qk["count_paper_gain"] == PAPER_GAINS["SD 2.1"]["count"]
+    md = markdown(table)
+    assert "| tiny SD | clean | qk |" in md and "+29.3% / +60.7% (SD 2.1)" in md
+    readme = write_report(eff, {**status, "smoke": "done"}).read_text()
+    assert "nowhere: not run" in readme and "| tiny SD | clean | qk_ceiling |" in readme
+    assert pd.read_csv(tmp_path / "effect" / "effect.csv").shape[0] == 3
+
+
+def test_chosen_finetune_without_its_grid_table_says_what_to_run(tmp_path):
+    cfg = load_config(REPO / "configs/smoke.yaml", ["dataset.validation=0.25", "finetune.grid={}",
+                                                    f"runs_dir={tmp_path}"])
+    run = Run.create(cfg)
+    with pytest.raises(FileNotFoundError, match="finetune_grid.csv is missing.*chooses the fine-tune settings"):
+        tuning.chosen_finetune(run, cfg)
+    assert tuning.chosen_finetune(run, load_config(REPO / "configs/smoke.yaml")).steps == 2  # no grid: as configured
