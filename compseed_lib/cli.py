@@ -9,7 +9,7 @@
     compseed train-miniworld configs/train/miniworld.yaml
     compseed evaluate-model models/miniworld --seeds 64 --steps 10 --out reports/miniworld_eval
     compseed model-card models/miniworld reports/miniworld_eval reports/miniworld_eval/card_notes.md
-    compseed effect configs/effect.yaml [--table-only]
+    compseed effect configs/effect/all.yaml [--table-only]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The paper's effect, measured across generators: one table in the paper's shape, beside the paper's numbers.
 
-`configs/effect.yaml` lists generators (clean-caption models and their web-caption twins), each a chain
-config plus overrides. `compseed effect configs/effect.yaml` runs each chain (resumable; a generator whose
+`configs/effect/all.yaml` lists generators (clean-caption models and their web-caption twins), each a chain
+config plus overrides. `compseed effect configs/effect/all.yaml` runs each chain (resumable; a generator whose
 model folder is not there yet is reported, not run) and writes `reports/effect/README.md`: for every
 generator and arm, counting and spatial accuracy on the held-out prompts, the paper's relative gain
 ((arm - base) / base), its 95% interval (the paired bootstrap interval of the difference over prompts,
@@ -9,8 +9,8 @@ divided by the base accuracy) and the paired McNemar p, beside the gains the pap
 of the relative gains with their intervals.
 
 Usage:
-    compseed effect configs/effect.yaml                 # run what is missing, then the table
-    compseed effect configs/effect.yaml --table-only    # the table from the runs as they are
+    compseed effect configs/effect/all.yaml                 # run what is missing, then the table
+    compseed effect configs/effect/all.yaml --table-only    # the table from the runs as they are
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Pat
     text = ["# The paper's effect on the mini-world generators", "",
             "Accuracy on the held-out prompts; in brackets the paper's relative gain over base, (arm − base) / "
             "base, with its 95% interval (paired bootstrap over prompts of the difference, over the base "
-            "accuracy) and the paired McNemar p. Rerun: `compseed effect configs/effect.yaml`.", ""]
+            "accuracy) and the paired McNemar p. Rerun: `compseed effect configs/effect/all.yaml`.", ""]
     if table.empty:
         text += ["No generator has an evaluation table yet.", ""]
     else:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="compseed effect", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="a YAML list of generators (configs/effect.yaml)")
+    ap.add_argument("config", help="a YAML list of generators (configs/effect/all.yaml)")
     ap.add_argument("--table-only", action="store_true", help="write the table from the runs as they are")
     ap.add_argument("--quiet", action="store_true", help="no live progress from the chains")
     args = ap.parse_args(argv)

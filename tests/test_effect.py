@@ -53,7 +53,7 @@ def test_effect_configs_validate_and_keep_evaluation_apart_from_choice():
         assert len(cfg.evaluate.seeds) >= 64 and not set(cfg.evaluate.seeds) & set(cfg.generate.seeds)
         assert len(cfg.finetune.grid.steps) * len(cfg.finetune.grid.lr) >= 9
         assert "qk_ceiling" in cfg.evaluate.arms and cfg.dataset.validation > 0
-    eff = load(REPO / "configs/effect.yaml")
+    eff = load(REPO / "configs/effect/all.yaml")
     assert {(g.captions, g.paper) for g in eff.generators} == {(c, p) for c in ("clean", "web") for p in PAPER_GAINS}
 
 
