@@ -264,9 +264,9 @@ def _kernel_manager(env: dict | None = None):
              ROOT_ENV: os.getcwd(), **(env or {})}
 
     class CompseedKernelManager(AsyncKernelManager):
-        async def _async_pre_start_kernel(self, **kw):
+        async def start_kernel(self, **kw):  # `env` is one of the launch keywords start_kernel passes on
             kw["env"] = {**(kw.get("env") or os.environ), **extra}
-            return await super()._async_pre_start_kernel(**kw)
+            return await super().start_kernel(**kw)
 
     return CompseedKernelManager
 
@@ -286,7 +286,7 @@ def _params(name: str, cfg: RunConfig, stage: str, config, overrides) -> dict:
     return params
 
 
-def _execute(name: str, out: Path, params: dict, kernel_manager=None) -> None:
+def _execute(name: str, out: Path, params: dict, kernel_manager) -> None:
     """One notebook through papermill; every failure becomes a one-line `ChainError`."""
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -296,7 +296,7 @@ def _execute(name: str, out: Path, params: dict, kernel_manager=None) -> None:
     try:
         pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
                             progress_bar=False, log_output=False,
-                            kernel_manager_class=kernel_manager or _kernel_manager(),
+                            kernel_manager_class=kernel_manager,
                             # CRITICAL: the kernel logs an ERROR when papermill's shutdown (an interrupt,
                             # then a shutdown request) meets it still busy on a loaded machine; harmless
                             extra_arguments=["--IPKernelApp.log_level=CRITICAL"])

@@ -192,8 +192,11 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         return loss, {"loss": loss.item()}
 
-    # 4. Train, then keep the EMA weights
-    history = loop.run(loss_fn, desc=f"finetune {cfg.method}", progress=progress)
+    # 4. Train (on CPU with the kit's share of the cores, as generation), then keep the EMA weights
+    from .runtime import torch_threads
+
+    with torch_threads(None, info["device"]):
+        history = loop.run(loss_fn, desc=f"finetune {cfg.method}", progress=progress)
     loop.use_ema()
     if cfg.method == "lora":
         net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k

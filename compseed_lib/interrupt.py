@@ -43,24 +43,34 @@ def release(path) -> None:
     _held.discard(str(path))
 
 
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process from /proc/PID/stat (Linux); None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+    return (fields[0], int(fields[1])) if len(fields) > 1 else None
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
+
+
 def children(pid: int | None = None) -> list[int]:
     """Pids of the live direct children of `pid` (this process by default), from /proc (Linux)."""
     pid = os.getpid() if pid is None else pid
-    out = []
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return out
+        return []
+    out = []
     for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+        state = process_state(int(name)) if name.isdigit() else None
+        if state is not None and state[1] == pid and state[0] != "Z":
             out.append(int(name))
     return out
 

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 
 from compseed_lib.chain import CHAIN, notebook_of
-from compseed_lib.interrupt import children
+from compseed_lib.interrupt import alive, children
 from compseed_lib.store import Run, sha256_file
 
 LIMIT = 10.0  # seconds from SIGINT to the program's exit
@@ -55,14 +55,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
 def _handles_sigint(pid: int) -> bool:
@@ -108,9 +100,9 @@ def interrupt_when(proc: subprocess.Popen, ready, runs: Path | None = None, twic
     assert last.startswith("compseed: ") and "interrupted" in last, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     deadline = time.monotonic() + 5  # a kernel's or judge server's own watcher notices within a second
-    while any(map(_alive, seen)) and time.monotonic() < deadline:
+    while any(map(alive, seen)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [f"{p}: {_cmdline(p)}" for p in seen if _alive(p)]
+    left = [f"{p}: {_cmdline(p)}" for p in seen if alive(p)]
     assert not left, f"left running after Ctrl-C: {left}"
     if runs is not None:
         assert not list(runs.glob(".*.lock")), "the run's lock file was left behind"
