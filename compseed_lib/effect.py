@@ -125,6 +125,39 @@ def effect_table(cfg: EffectConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dataset_table(cfg: EffectConfig) -> pd.DataFrame:
+    """Per generator and kind: how often the top-seed and the random-seed datasets' images were right as
+    prompted (kept unchanged), how many were rectified or dropped, and the fine-tune setting chosen on the
+    validation prompts with its validation accuracy against base's."""
+    from .store import Run
+
+    rows = []
+    for g in cfg.generators:
+        try:
+            run = Run.open(chain_config(g).run_dir)
+            tables = {name: run.load_table(f"{name}_captions") for name in ("dataset", "dataset_random_seeds")}
+        except (FileNotFoundError, ValueError):
+            continue
+        try:
+            grid = run.load_table("finetune_grid")
+            chosen, base = grid[grid["chosen"].astype(bool)].iloc[0], grid[grid["steps"] == 0].iloc[0]
+            setting = (f"{int(chosen['steps'])} steps, lr {chosen['lr']:g}: {chosen['accuracy']:.3f} "
+                       f"(base {base['accuracy']:.3f})")
+        except (FileNotFoundError, IndexError, KeyError):
+            setting = "as configured"
+        for kind in KINDS:
+            row = {"generator": g.label, "captions": g.captions, "kind": kind}
+            for name, label in (("dataset", "top seeds"), ("dataset_random_seeds", "random seeds")):
+                t = tables[name][tables[name]["kind"] == kind]
+                status = t["status"].value_counts()
+                row[f"{label}: right as prompted"] = status.get("kept", 0) / len(t) if len(t) else np.nan
+                row[f"{label}: rectified"] = status.get("rectified", 0) / len(t) if len(t) else np.nan
+                row[f"{label}: images"] = int(len(t))
+            row["setting chosen on validation (accuracy)"] = setting
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _fmt_cell(r: pd.Series, kind: str) -> str:
     acc = r.get(f"{kind}_accuracy")
     if acc is None or pd.isna(acc):
@@ -187,6 +220,12 @@ def plot_gains(table: pd.DataFrame):
     return fig
 
 
+def _md(df: pd.DataFrame) -> str:
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)])
+
+
 def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Path:
     """reports/effect/README.md (the table, what is missing) and gains.png; effect.csv beside them."""
     out = Path(cfg.out)
@@ -202,6 +241,12 @@ def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Pat
         table.to_csv(out / "effect.csv", index=False)
         text += [markdown(table), "", "![relative gains](gains.png)", ""]
         plot_gains(table).savefig(out / "gains.png", dpi=120)
+        data = dataset_table(cfg)
+        if len(data):
+            text += ["The datasets: share of each dataset's images the judge found right as prompted (kept "
+                     "unchanged) and rectified, top seeds against random seeds (the top seeds were chosen on "
+                     "these prompts), and the fine-tune setting the validation prompts chose:", "",
+                     _md(data), ""]
     missing = {k: v for k, v in (status or {}).items() if v != "done"}
     if missing:
         text += ["Not run:", "", *[f"- {k}: {v}" for k, v in missing.items()], ""]

@@ -221,11 +221,16 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
             continue
         method, folder = FINETUNED[arm]
         target = finetune_dir(run, arm)
-        if (target / finetune.ADAPTER_FILE).is_file():
+        ft = dataclasses.replace(settings, method=method)
+        if finetune.finished_with(target, ft):
             log.info("fine-tune %s already at %s", arm, target)
             out[arm] = target
             continue
-        ft = dataclasses.replace(settings, method=method)
+        if (target / finetune.ADAPTER_FILE).is_file():  # made with other settings (the grid chose again)
+            import shutil
+
+            log.info("fine-tune %s at %s was made with other settings: training it again", arm, target)
+            shutil.rmtree(target.parent)
         out[arm] = finetune.train(cfg.model.pipeline, run.root / folder, ft, target.parent / "work", target,
                                   device=cfg.model.device, progress=progress)
     return out

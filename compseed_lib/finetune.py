@@ -202,10 +202,30 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k
     # 5. Save the changed weights beside the base model's name
     return save_delta(net, names, out_dir, base=str(model),
-                      record={"method": cfg.method, "selection": sel if cfg.blocks is None else cfg.blocks,
+                      record={**settings_record(cfg), "selection": sel if cfg.blocks is None else cfg.blocks,
                               "trainable_parameters": n_train, "changed_parameters":
                               sum(dict(net.named_parameters())[k].numel() for k in names), "steps": loop.step,
                               "images": len(captions), "history": history})
+
+
+def settings_record(cfg) -> dict:
+    """What decides a fine-tune's result, as its record keeps it (a finished fine-tune whose record differs
+    from the wanted settings is trained again)."""
+    return {"method": cfg.method, "lr": cfg.lr, "batch": cfg.batch, "warmup": cfg.warmup,
+            "ema_decay": cfg.ema_decay, "seed": cfg.seed, "wanted_steps": cfg.steps}
+
+
+def finished_with(out_dir: str | Path, cfg) -> bool:
+    """True when `out_dir` holds a finished fine-tune made with `cfg`'s settings."""
+    import json
+
+    path = Path(out_dir) / ADAPTER_FILE
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    if "wanted_steps" not in record:  # recorded before the settings were: method and steps are all it says
+        return record.get("method") == cfg.method and record.get("steps") == cfg.steps
+    return all(record.get(k) == v for k, v in settings_record(cfg).items())
 
 
 def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base: str, record: dict) -> Path:

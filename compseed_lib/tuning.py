@@ -60,8 +60,8 @@ def run_grid(run: Run, cfg, progress: bool = True) -> pd.DataFrame:
         for lr in grid.lr:
             name = setting_name(steps, lr)
             target = run.root / "finetune" / "grid" / name / "model"
-            if not (target / finetune.ADAPTER_FILE).is_file():
-                ft = dataclasses.replace(cfg.finetune, method="qk", steps=int(steps), lr=float(lr), grid=None)
+            ft = dataclasses.replace(cfg.finetune, method="qk", steps=int(steps), lr=float(lr), grid=None)
+            if not finetune.finished_with(target, ft):
                 finetune.train(cfg.model.pipeline, run.root / "dataset", ft, target.parent / "work", target,
                                device=cfg.model.device, progress=progress)
             pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))

@@ -218,3 +218,22 @@ def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_
     # the bound of test_finetune_resumes_to_the_same_weights (CPU kernels may sum in another order)
     assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], rtol=0, atol=1e-5) for k in x)
     assert not list(ck_dir.glob(".tmp*"))
+
+
+def test_a_finished_fine_tune_counts_only_for_the_settings_it_was_made_with(tmp_path):
+    """The grid may choose again (new settings, more data): a fine-tune made with other settings is not kept."""
+    import dataclasses
+    import json
+
+    from compseed_lib import finetune
+    from compseed_lib.config import FinetuneConfig
+
+    cfg = FinetuneConfig(steps=100, lr=1e-4)
+    (tmp_path / finetune.ADAPTER_FILE).write_text(json.dumps({**finetune.settings_record(cfg), "steps": 100}))
+    assert finetune.finished_with(tmp_path, cfg)
+    for change in ({"lr": 3e-4}, {"steps": 200}, {"method": "lora"}, {"batch": 8}):
+        assert not finetune.finished_with(tmp_path, dataclasses.replace(cfg, **change)), change
+    (tmp_path / finetune.ADAPTER_FILE).write_text(json.dumps({"method": "qk", "steps": 100}))  # an older record
+    assert finetune.finished_with(tmp_path, cfg)
+    assert not finetune.finished_with(tmp_path, dataclasses.replace(cfg, steps=50))
+    assert not finetune.finished_with(tmp_path / "nothing", cfg)
