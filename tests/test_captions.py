@@ -135,16 +135,24 @@ def test_a_bad_profile_names_the_key(sets, message):
 
 
 def test_the_twin_configs_differ_from_their_clean_reference_only_in_captions_and_paths():
+    """Same architecture and budget as the clean-caption model of each stage; what may differ: the captions,
+    where it writes, which earlier stage it continues, the VAE it takes as trained, and its thread count."""
     import yaml
 
-    for clean, web in (("miniworld_pixart.yaml", "miniworld_pixart_web.yaml"),):
+    pairs = [("miniworld_pixart.yaml", "miniworld_pixart_web.yaml"), ("miniworld.yaml", "miniworld_web.yaml")]
+    pairs += [(f"miniworld_stage{i}.yaml", f"miniworld_web_stage{i}.yaml") for i in (2, 3, 4)]
+    free = {"out_dir", "work_dir", "init_from", "init_from_config", "threads"}
+    for clean, web in pairs:
         a = yaml.safe_load((REPO / "configs/train" / clean).read_text())
         b = yaml.safe_load((REPO / "configs/train" / web).read_text())
         assert b.pop("captions") == "web" and a.get("captions", "exact") == "exact"
-        for key in ("out_dir", "work_dir"):
-            assert a.pop(key) != b.pop(key)
-        assert a == b
+        if b.get("vae_from") != a.get("vae_from"):  # stage 1 of the SD twin: the clean model's VAE, as is
+            assert b.pop("vae_from") == "models/miniworld" and clean == "miniworld.yaml"
+            a.pop("vae_steps"), b.pop("vae_steps"), a.pop("vae_batch"), b.pop("vae_batch")
+        assert {k: v for k, v in a.items() if k not in free} == {k: v for k, v in b.items() if k not in free}, web
         assert load_dataclass(TrainConfig, REPO / "configs/train" / web).caption_profile() == WEB
+    chain = yaml.safe_load((REPO / "configs/train/miniworld_web_stage4.yaml").read_text())
+    assert chain["out_dir"] == "models/miniworld-web"
 
 
 def test_a_web_caption_run_records_its_captions_and_its_card_shows_them(tmp_path):
