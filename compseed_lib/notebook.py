@@ -15,10 +15,12 @@ Usage (first code cell of a notebook):
 """
 from __future__ import annotations
 
+import importlib.abc
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from .progress import EVENTS_ENV, EventHandler
@@ -45,6 +47,56 @@ class DropNotices(logging.Filter):
         return "requires torchvision" not in record.getMessage()
 
 
+def _quiet_transformers(tlog) -> None:
+    tlog.get_logger().addFilter(DropNotices())
+    for h in tlog.get_logger().handlers:
+        h.addFilter(DropNotices())
+
+
+def _quiet_transformers_and_bars(tlog) -> None:
+    _quiet_transformers(tlog)
+    tlog.disable_progress_bar()
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a function on a module right after it is first imported (see `after_import`)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Callable] = {}
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.pending:
+            return None
+        for finder in sys.meta_path:  # the spec the rest of the import system finds for it
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                run, fn = spec.loader.exec_module, self.pending.pop(name)
+
+                def exec_module(module, run=run, fn=fn):
+                    run(module)
+                    fn(module)
+
+                spec.loader.exec_module = exec_module  # this spec's own loader instance
+                return spec
+        return None
+
+
+_HOOK = _AfterImport()
+
+
+def after_import(name: str, fn: Callable) -> None:
+    """Call fn(module) now if module `name` is imported, else right after its first import (a library
+    setting that should not cost importing the library: transformers and diffusers pull in torch)."""
+    if name in sys.modules:
+        fn(sys.modules[name])
+        return
+    _HOOK.pending[name] = fn
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+
+
 def setup(level: int = logging.INFO) -> Path:
     """Change to the project root, route logging (to the terminal under `compseed run`), quiet libraries."""
     root = project_root()
@@ -59,19 +111,10 @@ def setup(level: int = logging.INFO) -> Path:
     logging.basicConfig(level=level, handlers=handlers, force=True)
     for name in ("httpx", "httpx2", "httpcore", "openai"):  # one line per HTTP request would bury the output
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        from transformers.utils import logging as tlog
-
-        tlog.get_logger().addFilter(DropNotices())
-        for h in tlog.get_logger().handlers:
-            h.addFilter(DropNotices())
-        if os.environ.get(EVENTS_ENV):
-            tlog.disable_progress_bar()
-    except ImportError:
-        pass
-    if os.environ.get(EVENTS_ENV):
-        from diffusers.utils import logging as dlog
-
-        dlog.disable_progress_bar()  # "Loading pipeline components" bars would only clutter the report
+    quiet = _quiet_transformers if not os.environ.get(EVENTS_ENV) else _quiet_transformers_and_bars
+    after_import("transformers.utils.logging", quiet)  # now if imported, else when first imported: a
+    if os.environ.get(EVENTS_ENV):  # notebook that never loads a model never pays for torch and diffusers
+        # "Loading pipeline components" bars would only clutter the report
+        after_import("diffusers.utils.logging", lambda dlog: dlog.disable_progress_bar())
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
     return root
