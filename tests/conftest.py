@@ -91,8 +91,8 @@ def kill_9(proc) -> bool:
 # The longest files first, in this order, so that `pytest -n 2 --dist loadfile --no-loadscope-reorder`
 # (make test) starts them at once on both workers instead of leaving one for the end: the SD 2.1
 # rehearsal on one worker, the smoke chain's tests on the other, then the PixArt rehearsal and the
-# Ctrl-C tests, then the rest in file order.
-_FIRST = ("test_paper_sd21.py", "test_chain.py", "test_paper_pixart.py", "test_interrupt.py")
+# Ctrl-C tests and the effect chain, then the rest in file order.
+_FIRST = ("test_paper_sd21.py", "test_chain.py", "test_paper_pixart.py", "test_interrupt.py", "test_effect.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -80,6 +80,23 @@ def caption_section(rec: dict) -> list[str]:
             _md(stats) if len(stats) else "(not recorded)", ""]
 
 
+def _captions_beside_accuracy(rec: dict, summary: pd.Series) -> pd.DataFrame | None:
+    """Per kind: share of training captions that stated the count / relation, share of those that were
+    right, and the evaluated accuracy it governs."""
+    stats = {(r["scenes"].split()[0], r["caption"]): r["share"] for r in rec.get("caption_statistics", [])}
+    if not stats:
+        return None
+    rows = []
+    for group, said, right, acc, acc_name in (
+            ("count", ("exact", "wrong"), "count word right, when stated", "count_2_5_exact", "count 2–5 exact"),
+            ("relation", ("stated", "flipped"), "relation word right, when stated", "relation_correct_given_both",
+             "relation right, given both drawn")):
+        rows.append({"kind": group, "captions stating it": sum(stats.get((group, f), 0.0) for f in said),
+                     "right when stated": stats.get((group, right), float("nan")),
+                     "accuracy": f"{float(summary[acc]):.3f} ({acc_name})"})
+    return pd.DataFrame(rows)
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -170,6 +187,10 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  "Per count:", "", _md(pd.read_csv(ev / "counting.csv")), "",
                  "Judged count (columns) per asked count (rows):", "", _md(pd.read_csv(ev / "histogram.csv")), "",
                  "Per relation:", "", _md(pd.read_csv(ev / "spatial.csv")), ""]
+        side = _captions_beside_accuracy(rec, s)
+        if side is not None:
+            text += ["What the training captions said, beside what the model does (the same evaluation):", "",
+                     _md(side), ""]
         if (ev / "text_separation.csv").is_file():
             text += ["Text-encoder distance between captions that differ in one word (mean L2 over token "
                      "states; a word near zero is one the UNet cannot see):", "",
