@@ -112,8 +112,8 @@ def test_finetune_command_reuses_finished_arms_and_names_bad_ones(chain_run):
     assert res.returncode == 0 and "qk: " in res.stdout and "lora: " in res.stdout, res.stderr
     assert "already at" in res.stderr
     res = _cli("finetune", "configs/smoke.yaml", *sets, "--arm", "base")
-    assert res.returncode == 2 and res.stderr.strip().endswith("choose from ['lora', 'qk', 'qk_random_seeds', "
-                                                               "'qk_unrectified']")
+    assert res.returncode == 2 and res.stderr.strip().endswith("choose from ['lora', 'qk', 'qk_ceiling', "
+                                                               "'qk_random_seeds', 'qk_unrectified']")
 
 
 # ~15 s: a judge server and the 02_judge notebook through papermill.
