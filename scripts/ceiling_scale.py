@@ -1,0 +1,79 @@
+"""How much exact data does it take? The ceiling arm of an effect run, scaled up.
+
+The effect runs (`compseed effect configs/effect/all.yaml`) fine-tune on as many images as the top-seed
+dataset keeps (120) for the steps the validation grid chose. This script asks whether *more* exact data
+and more steps move the generator: it renders `--images` ground-truth scenes of the run's dataset prompts
+(never the validation or held-out prompts; fresh layout seeds from 300000), captioned with the prompts,
+fine-tunes q/k with the run's selection for `--steps` at `--lr`, and scores the result on the run's
+held-out prompts and evaluation seeds against the run's base arm (the paired table of notebook 07).
+
+Usage:
+    .venv/bin/python scripts/ceiling_scale.py runs/effect-pixart-web --images 1200 --steps 1000 --lr 1e-4
+    .venv/bin/python scripts/ceiling_scale.py runs/effect-pixart-web --patterns '.*' --tag all   # every weight
+Writes runs/<run>/dataset_ceiling_<images>/, finetune/ceiling_<images>_<steps>[_tag]/ and
+tables/ceiling_scale_ceiling_<images>_<steps>[_tag].csv; prints counting and spatial accuracy with gain, interval and p.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compseed_lib import chain, dataset, evaluate, finetune, prompts  # noqa: E402
+from compseed_lib.generate import generate, make_jobs  # noqa: E402
+from compseed_lib.judge import judge_stage  # noqa: E402
+from compseed_lib.pipelines import load_pipeline  # noqa: E402
+from compseed_lib.store import Run  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a finished effect run, e.g. runs/effect-pixart-web")
+    ap.add_argument("--images", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--patterns", nargs="+", help="train these weights (regexes over parameter names, e.g. "
+                                                  "'.*' for the whole denoiser) instead of the run's q/k selection")
+    ap.add_argument("--tag", default="", help="a name for this variant (folders and stages)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run = Run.open(args.run)
+    cfg = run.config()
+    fit = dataset.fit_prompts(prompts.for_config(cfg.prompts), cfg)
+    per = -(-args.images // len(fit))
+    jobs = make_jobs(fit, [300_000 + i for i in range(per)])[:args.images]
+    rows = pd.DataFrame([dict(prompt_id=j.prompt.id, seed=j.seed, prompt=j.prompt.text, kind=j.prompt.kind,
+                              category=j.prompt.category, target=j.prompt.target, status=dataset.KEPT)
+                         for j in jobs])
+    name = f"ceiling_{args.images}"
+    table = dataset.ceiling_dataset(run, rows, fit, cfg, stage=f"dataset_{name}")
+    folder = dataset.export_imagefolder(run, table, run.root / f"dataset_{name}")
+    ft = dataclasses.replace(cfg.finetune, method="qk", steps=args.steps, lr=args.lr, grid=None)
+    if args.patterns:
+        ft = dataclasses.replace(ft, patterns=args.patterns, blocks=None)
+    variant = f"{name}_{args.steps}{'_' + args.tag if args.tag else ''}"
+    target = run.root / "finetune" / variant / "model"
+    if not finetune.finished_with(target, ft):
+        finetune.train(cfg.model.pipeline, folder, ft, target.parent / "work", target, device=cfg.model.device)
+    heldout = prompts.for_config(cfg.prompts, split=chain.heldout_split(cfg))
+    pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))
+    stage = f"eval_{variant}"
+    generate(run, stage, pipe, info, make_jobs(heldout, cfg.evaluate.seeds), cfg.generate)
+    judge = evaluate.eval_judge(cfg)
+    judged = {"base": judge_stage(run, "eval_base", heldout, judge).assign(arm="base"),
+              stage: judge_stage(run, stage, heldout, judge).assign(arm=stage)}
+    out = evaluate.arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
+    run.save_table(out, f"ceiling_scale_{variant}")
+    cols = ["arm", "level", "n", "accuracy", "relative_gain", "diff_lo", "diff_hi", "mcnemar_p"]
+    print(out[out["level"].isin(["count", "spatial"])][[c for c in cols if c in out]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
