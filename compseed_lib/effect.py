@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError, load_config, load_dataclass
+from .report import markdown_table
 
 log = logging.getLogger(__name__)
 # Relative gains of the paper's q/k fine-tune on its top-seed dataset (ICLR 2025; ../REFERENCES.md).
@@ -220,12 +221,6 @@ def plot_gains(table: pd.DataFrame):
     return fig
 
 
-def _md(df: pd.DataFrame) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)])
-
-
 def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Path:
     """reports/effect/README.md (the table, what is missing) and gains.png; effect.csv beside them."""
     out = Path(cfg.out)
@@ -246,7 +241,7 @@ def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Pat
             text += ["The datasets: share of each dataset's images the judge found right as prompted (kept "
                      "unchanged) and rectified, top seeds against random seeds (the top seeds were chosen on "
                      "these prompts), and the fine-tune setting the validation prompts chose:", "",
-                     _md(data), ""]
+                     markdown_table(data), ""]
     missing = {k: v for k, v in (status or {}).items() if v != "done"}
     if missing:
         text += ["Not run:", "", *[f"- {k}: {v}" for k, v in missing.items()], ""]

@@ -128,3 +128,11 @@ figure{{display:inline-block;margin:.5em;text-align:center;font-size:.8em}}img{{
     atomic_write_text(out, page)
     log.info("report written to %s", out)
     return out
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (floats to 3 decimals), for model cards and README reports."""
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)])
+

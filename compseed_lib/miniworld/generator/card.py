@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...report import markdown_table
+
 
 def loss_figure(histories: list[tuple[list, int]], path: Path, net: str = "UNet") -> None:
     """Training loss (running mean per log interval) against step; one line per (history, first step)."""
@@ -77,7 +79,7 @@ def caption_section(rec: dict) -> list[str]:
             "rates: a statement stays the minority and is often wrong, but the words remain learnable. The exact "
             "rates are this kit's choice, not a measurement of LAION.", "",
             "Captions seen in training (share of the scenes of each kind):", "",
-            _md(stats) if len(stats) else "(not recorded)", ""]
+            markdown_table(stats) if len(stats) else "(not recorded)", ""]
 
 
 def _captions_beside_accuracy(rec: dict, summary: pd.Series) -> pd.DataFrame | None:
@@ -95,14 +97,6 @@ def _captions_beside_accuracy(rec: dict, summary: pd.Series) -> pd.DataFrame | N
                      "right when stated": stats.get((group, right), float("nan")),
                      "accuracy": f"{float(summary[acc]):.3f} ({acc_name})"})
     return pd.DataFrame(rows)
-
-
-def _md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes: str = "") -> Path:
@@ -179,22 +173,23 @@ def write_card(model_dir: str | Path, eval_dir: str | Path | None = None, notes:
                  f"models/{model_dir.name} --seeds {int(s['seeds'])} --steps {int(s['steps'])} "
                  f"--guidance {s['guidance']} "
                  f"--out reports/{model_dir.name}_eval`.", "",
-                 _md(pd.read_csv(ev / "summary.csv").drop(columns=["seeds", "seed_offset", "steps", "guidance"],
-                                                           errors="ignore")), "",
+                 markdown_table(pd.read_csv(ev / "summary.csv").drop(
+                     columns=["seeds", "seed_offset", "steps", "guidance"], errors="ignore")), "",
                  "sensitivity_ratio: mean per-pixel |difference| between \"A on the left of B\" and \"A on the "
                  "right of B\" at one seed, over that between two consecutive seeds of one prompt (the spatial "
                  "prompts name no background).", "",
-                 "Per count:", "", _md(pd.read_csv(ev / "counting.csv")), "",
-                 "Judged count (columns) per asked count (rows):", "", _md(pd.read_csv(ev / "histogram.csv")), "",
-                 "Per relation:", "", _md(pd.read_csv(ev / "spatial.csv")), ""]
+                 "Per count:", "", markdown_table(pd.read_csv(ev / "counting.csv")), "",
+                 "Judged count (columns) per asked count (rows):", "",
+                 markdown_table(pd.read_csv(ev / "histogram.csv")), "",
+                 "Per relation:", "", markdown_table(pd.read_csv(ev / "spatial.csv")), ""]
         side = _captions_beside_accuracy(rec, s)
         if side is not None:
             text += ["What the training captions said, beside what the model does (the same evaluation):", "",
-                     _md(side), ""]
+                     markdown_table(side), ""]
         if (ev / "text_separation.csv").is_file():
             text += ["Text-encoder distance between captions that differ in one word (mean L2 over token "
                      "states; a word near zero is one the UNet cannot see):", "",
-                     _md(pd.read_csv(ev / "text_separation.csv")), ""]
+                     markdown_table(pd.read_csv(ev / "text_separation.csv")), ""]
     if notes:
         text += ["## Notes", "", notes, ""]
     out = model_dir / "README.md"
