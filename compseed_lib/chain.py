@@ -78,9 +78,9 @@ def heldout_stage(stage: str) -> str:
 
 def heldout_split(cfg: RunConfig) -> str:
     """The prompt split the held-out steps use: the one seeds are not mined on."""
-    from .prompts import SPLITS
+    from .prompts import other_split
 
-    return next(s for s in SPLITS if s != cfg.prompts.split)
+    return other_split(cfg.prompts.split)
 
 
 def steps_for(cfg: RunConfig) -> list[str]:

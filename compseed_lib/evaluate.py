@@ -86,6 +86,27 @@ def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | N
     return judged.assign(arm=arm)
 
 
+def against_base(run: Run, cfg, pipeline: str, name: str, progress: bool = True) -> pd.DataFrame:
+    """A model outside the configured arms (an experiment's fine-tune folder) scored like an arm: the run's
+    held-out prompts under its evaluation seeds (stage `eval_<name>`, resumable), judged by the evaluation
+    judge, and `arm_table` against the run's base arm (07_evaluate must have run)."""
+    import dataclasses
+
+    from .generate import generate
+    from .judge import judge_stage
+    from .pipelines import load_pipeline
+    from .prompts import for_config, other_split
+
+    heldout = for_config(cfg.prompts, split=other_split(cfg.prompts.split))
+    pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=pipeline))
+    stage = f"eval_{name}"
+    generate(run, stage, pipe, info, make_jobs(heldout, cfg.evaluate.seeds), cfg.generate, progress=progress)
+    judge = eval_judge(cfg)
+    judged = {"base": judge_stage(run, "eval_base", heldout, judge, progress=progress).assign(arm="base"),
+              name: judge_stage(run, stage, heldout, judge, progress=progress).assign(arm=name)}
+    return arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
+
+
 def eval_judge(cfg):
     """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint, or
     `evaluate.judge_base_url`, and its own key), else the run's."""

@@ -256,6 +256,11 @@ def to_records(ps: list[Prompt]) -> list[dict]:
                  world=p.world) for p in ps]
 
 
+def other_split(split: str) -> str:
+    """The split a run's held-out steps use: the one its seeds are not mined on."""
+    return next(s for s in SPLITS if s != split)
+
+
 def for_config(cfg, split: str | None = None) -> list[Prompt]:
     """The prompts a run's `PromptConfig` names (of another split when `split` is given)."""
     return load(cfg.world, split or cfg.split, tuple(cfg.kinds), tuple(cfg.counts), cfg.limit)

@@ -25,10 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compseed_lib import chain, dataset, evaluate, finetune, prompts  # noqa: E402
-from compseed_lib.generate import generate, make_jobs  # noqa: E402
-from compseed_lib.judge import judge_stage  # noqa: E402
-from compseed_lib.pipelines import load_pipeline  # noqa: E402
+from compseed_lib import dataset, evaluate, finetune, prompts  # noqa: E402
+from compseed_lib.generate import make_jobs  # noqa: E402
 from compseed_lib.store import Run  # noqa: E402
 
 
@@ -61,14 +59,7 @@ def main() -> int:
     target = run.root / "finetune" / variant / "model"
     if not finetune.finished_with(target, ft):
         finetune.train(cfg.model.pipeline, folder, ft, target.parent / "work", target, device=cfg.model.device)
-    heldout = prompts.for_config(cfg.prompts, split=chain.heldout_split(cfg))
-    pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))
-    stage = f"eval_{variant}"
-    generate(run, stage, pipe, info, make_jobs(heldout, cfg.evaluate.seeds), cfg.generate)
-    judge = evaluate.eval_judge(cfg)
-    judged = {"base": judge_stage(run, "eval_base", heldout, judge).assign(arm="base"),
-              stage: judge_stage(run, stage, heldout, judge).assign(arm=stage)}
-    out = evaluate.arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
+    out = evaluate.against_base(run, cfg, str(target), variant)
     run.save_table(out, f"ceiling_scale_{variant}")
     cols = ["arm", "level", "n", "accuracy", "relative_gain", "diff_lo", "diff_hi", "mcnemar_p"]
     print(out[out["level"].isin(["count", "spatial"])][[c for c in cols if c in out]].to_string(index=False))

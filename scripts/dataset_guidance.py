@@ -20,9 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compseed_lib import chain, dataset, evaluate, finetune, prompts, tuning  # noqa: E402
-from compseed_lib.generate import generate, make_jobs  # noqa: E402
-from compseed_lib.judge import judge_stage  # noqa: E402
+from compseed_lib import dataset, evaluate, finetune, prompts, tuning  # noqa: E402
 from compseed_lib.pipelines import load_pipeline  # noqa: E402
 from compseed_lib.store import Run  # noqa: E402
 
@@ -47,14 +45,7 @@ def main() -> int:
     target = run.root / "finetune" / f"qk_{name}" / "model"
     if not finetune.finished_with(target, ft):
         finetune.train(cfg.model.pipeline, folder, ft, target.parent / "work", target, device=cfg.model.device)
-    heldout = prompts.for_config(cfg.prompts, split=chain.heldout_split(cfg))
-    tuned, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))
-    stage = f"eval_qk_{name}"
-    generate(run, stage, tuned, info, make_jobs(heldout, cfg.evaluate.seeds), cfg.generate)
-    judge = evaluate.eval_judge(cfg)
-    judged = {"base": judge_stage(run, "eval_base", heldout, judge).assign(arm="base"),
-              stage: judge_stage(run, stage, heldout, judge).assign(arm=stage)}
-    out = evaluate.arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
+    out = evaluate.against_base(run, cfg, str(target), f"qk_{name}")
     run.save_table(out, f"dataset_guidance_{name}")
     cols = ["arm", "level", "n", "accuracy", "relative_gain", "diff_lo", "diff_hi", "mcnemar_p"]
     print(out[out["level"].isin(["count", "spatial"])][[c for c in cols if c in out]].to_string(index=False))

@@ -102,6 +102,13 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     assert set(ev["arm"]) == {"base", "qk", "qk_ceiling"}
     assert (tmp_path / "reports" / "smoke" / "06_finetune.ipynb").is_file()
     assert (runs / "smoke" / "figures" / "06_finetune_grid.png").is_file()
+    # a model outside the arms, scored like one: the qk arm's own folder gives the qk arm's numbers again
+    from compseed_lib.evaluate import against_base
+
+    again = against_base(run, cfg, str(runs / "smoke/finetune/qk/model"), "qk_again", progress=False)
+    for level in ("count", "spatial"):
+        a = again[(again["arm"] == "qk_again") & (again["level"] == level)]["accuracy"].iloc[0]
+        assert a == ev[(ev["arm"] == "qk") & (ev["level"] == level)]["accuracy"].iloc[0]
 
     # the effect table over this run, and a generator whose model is missing (reported, not run)
     runs_dir = f"runs_dir={runs}"
