@@ -34,7 +34,7 @@ from ... import prompts as P
 COUNT_FORMS = ("exact", "omitted", "vague", "wrong")
 RELATION_FORMS = ("stated", "omitted", "flipped")
 VAGUE_WORDS = ("some", "a few", "several", "many")
-WORDS = ("some", "few", "several", "many")  # the words web captions add to the tokenizer's vocabulary
+WORDS = tuple(dict.fromkeys(w for v in VAGUE_WORDS for w in v.split()))  # what the tokenizer must know
 _WRONG_STEPS = (-2, -1, 1, 2)
 _WRONG_WEIGHTS = np.array([1, 2, 2, 1], dtype=float) / 6  # off by one twice as often as by two
 
@@ -53,14 +53,14 @@ class CaptionProfile:
     seed: int = 0  # the caption of scene i is drawn from (i, seed): fixed per scene, like an alt text
 
     def check(self) -> CaptionProfile:
-        for group, forms in (("count", COUNT_FORMS), ("relation", RELATION_FORMS)):
-            probs = [getattr(self, f"{group}_{f}") for f in forms]
-            for f, p in zip(forms, probs):
+        for group in ("count", "relation"):
+            probs = self.probabilities(group)
+            for f, p in probs.items():
                 if not 0.0 <= p <= 1.0:
                     raise ValueError(f"captions.{group}_{f} must be a probability in [0, 1], got {p!r}")
-            if abs(sum(probs) - 1.0) > 1e-6:
-                names = " + ".join(f"{group}_{f}" for f in forms)
-                raise ValueError(f"captions: {names} must sum to 1, got {sum(probs):.4g}")
+            if abs(sum(probs.values()) - 1.0) > 1e-6:
+                names = " + ".join(f"{group}_{f}" for f in probs)
+                raise ValueError(f"captions: {names} must sum to 1, got {sum(probs.values()):.4g}")
         return self
 
     def probabilities(self, group: str) -> dict[str, float]:
@@ -100,23 +100,31 @@ def _noun(obj: P.Obj, count: int) -> str:
     return obj.name if count == 1 else obj.plural
 
 
+_OBJS = P.world_objects("miniworld")  # read once: captions are rewritten by the hundred thousand
+_COUNTS = {w: n for n, w in P.COUNT_WORDS.items()}
+
+
+def object_named(noun: str) -> P.Obj | None:
+    """The mini-world object a noun names, singular or plural ("ball", "boxes"), or None."""
+    return next((o for o in _OBJS if noun in (o.name, o.plural)), None)
+
+
 def _split_count(text: str) -> tuple[int, P.Obj]:
     word, _, noun = text.partition(" ")
-    counts = {w: n for n, w in P.COUNT_WORDS.items()}
-    obj = next((o for o in P.world_objects("miniworld") if noun in (o.name, o.plural)), None)
-    if word not in counts or obj is None:
+    obj = object_named(noun)
+    if word not in _COUNTS or obj is None:
         raise ValueError(f"not a mini-world counting caption: {text!r}")
-    return counts[word], obj
+    return _COUNTS[word], obj
 
 
 def web_caption(caption: str, index: int, profile: CaptionProfile) -> tuple[str, str]:
     """(caption as the profile tells it, its form) for the exact caption of scene `index`."""
     if profile.is_exact:
-        return caption, ("stated" if _is_spatial(caption) else "exact")
+        return caption, ("stated" if is_spatial(caption) else "exact")
     rng = np.random.default_rng([index, 104729, profile.seed])
     text, sep, bg = caption.partition(", ")
     tail = sep + bg
-    if _is_spatial(text):
+    if is_spatial(text):
         a, rel, b = P.parse_spatial(text, "training caption")
         form = _draw(rng, profile.probabilities("relation"))
         if form == "omitted":
@@ -139,7 +147,8 @@ def web_caption(caption: str, index: int, profile: CaptionProfile) -> tuple[str,
     return caption, form
 
 
-def _is_spatial(text: str) -> bool:
+def is_spatial(text: str) -> bool:
+    """The caption states a relation (one of the relation phrases)."""
     return any(f" {phrase} " in f" {text} " for phrase in P.RELATION_PHRASES)
 
 
@@ -153,7 +162,7 @@ def apply_profile(captions: list[str], profile: CaptionProfile) -> tuple[list[st
 def caption_statistics(captions: list[str], forms: list[str]) -> list[dict]:
     """The card's caption table: per group, each form's share of the captions seen in training, and
     how often a stated count / relation is right."""
-    spatial = [_is_spatial(c.partition(", ")[0]) for c in captions]
+    spatial = [is_spatial(c.partition(", ")[0]) for c in captions]
     groups = {"count": Counter(f for f, s in zip(forms, spatial) if not s),
               "relation": Counter(f for f, s in zip(forms, spatial) if s)}
     rows = []

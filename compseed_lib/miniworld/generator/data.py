@@ -28,6 +28,7 @@ from ... import prompts as P
 from ...store import atomic_write_bytes, atomic_write_text
 from ..render import render_count, render_relation
 from ..vocab import DEFAULT_BACKGROUND
+from .captions import is_spatial, object_named
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000
@@ -94,7 +95,7 @@ def caption_labels(captions: list[str]) -> np.ndarray:
         if " and " in text:  # a relation left out: "a ball and a star"
             a, _, b = text.partition(" and ")
             out[i, 1:3] = _kind(a, cap), _kind(b, cap)
-        elif " of " in text or " under " in text:
+        elif is_spatial(text):
             a, rel, b = P.parse_spatial(text, "training caption")
             out[i, 0:3] = _REL[rel], _KIND[a.name], _KIND[b.name]
         else:  # "three balls", "balls", "some balls", "a few balls", "a ball"
@@ -105,11 +106,10 @@ def caption_labels(captions: list[str]) -> np.ndarray:
 
 def _kind(phrase: str, caption: str) -> int:
     """Label of the object a phrase ends with ("a ball", "three balls")."""
-    noun = phrase.split()[-1] if phrase.split() else ""
-    kind = next((o.name for o in _OBJS if noun in (o.name, o.plural)), None)
-    if kind is None:
+    obj = object_named(phrase.split()[-1] if phrase.split() else "")
+    if obj is None:
         raise ValueError(f"cannot read the structure of training caption {caption!r}")
-    return _KIND[kind]
+    return _KIND[obj.name]
 
 
 def build_scene_cache(folder: str | Path, n: int, size: int = 32, progress: bool = True,
@@ -165,11 +165,15 @@ def scene_cache_key(folder: str | Path) -> str:
     return (Path(folder) / "world.json").read_text().strip()
 
 
+def load_scene_captions(folder: str | Path, n: int) -> list[str]:
+    """Captions of the first n scenes (without their images)."""
+    caps: list[str] = []
+    for c in range(-(-n // CHUNK)):
+        caps.extend(json.loads((Path(folder) / f"captions_{c:04d}.json").read_text()))
+    return caps[:n]
+
+
 def load_scene_cache(folder: str | Path, n: int) -> tuple[np.ndarray, list[str]]:
     """(uint8 images N x H x W x 3, captions) of the first n scenes."""
-    folder = Path(folder)
-    imgs, caps = [], []
-    for c in range(-(-n // CHUNK)):
-        imgs.append(np.load(folder / f"scenes_{c:04d}.npy", allow_pickle=False))
-        caps.extend(json.loads((folder / f"captions_{c:04d}.json").read_text()))
-    return np.concatenate(imgs)[:n], caps[:n]
+    imgs = [np.load(Path(folder) / f"scenes_{c:04d}.npy", allow_pickle=False) for c in range(-(-n // CHUNK))]
+    return np.concatenate(imgs)[:n], load_scene_captions(folder, n)

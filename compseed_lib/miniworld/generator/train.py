@@ -403,7 +403,7 @@ def export_checkpoint(cfg: TrainConfig, checkpoint: str | Path | None = None,
     set_latent_scale(cfg, vae)
     state = json.loads((ck / "state.json").read_text())
     cfg = dataclasses.replace(cfg, steps=state["step"])
-    scene_captions = data.load_scene_cache(work / "scenes", cfg.n_scenes)[1]
+    scene_captions = data.load_scene_captions(work / "scenes", cfg.n_scenes)  # the images are not needed
     forms = apply_profile(scene_captions, cfg.caption_profile())[1]
     return export(cfg, spec, text_encoder, vae, unet, state["history"], 0.0,
                   {**_caption_record(cfg, scene_captions, forms), "config_file": config_file})
