@@ -60,9 +60,14 @@ def load(path: str | Path) -> EffectConfig:
     return cfg
 
 
+def overrides(g: Generator) -> list[str]:
+    """The generator's overrides of its chain config, its run name last."""
+    return [*g.set, f"name={g.name}"]
+
+
 def chain_config(g: Generator):
     """The generator's run config (its chain config, its overrides, its name)."""
-    return load_config(g.config, [*g.set, f"name={g.name}"])
+    return load_config(g.config, overrides(g))
 
 
 def model_missing(g: Generator) -> str | None:
@@ -87,7 +92,7 @@ def run_all(cfg: EffectConfig, show: bool = True) -> dict[str, str]:
             log.warning("effect: %s not run: %s", g.name, why)
             status[g.name] = f"not run: {why}"
             continue
-        run_chain(g.config, overrides=[*g.set, f"name={g.name}"], report_root=cfg.reports, show=show)
+        run_chain(g.config, overrides=overrides(g), report_root=cfg.reports, show=show)
         status[g.name] = "done"
     return status
 
@@ -128,8 +133,9 @@ def effect_table(cfg: EffectConfig) -> pd.DataFrame:
 
 def dataset_table(cfg: EffectConfig) -> pd.DataFrame:
     """Per generator and kind: how often the top-seed and the random-seed datasets' images were right as
-    prompted (kept unchanged), how many were rectified or dropped, and the fine-tune setting chosen on the
-    validation prompts with its validation accuracy against base's."""
+    prompted (kept unchanged) and how often rectified, and the fine-tune setting chosen on the validation
+    prompts with its validation accuracy against base's."""
+    from .dataset import KEPT, RECTIFIED
     from .store import Run
 
     rows = []
@@ -151,8 +157,8 @@ def dataset_table(cfg: EffectConfig) -> pd.DataFrame:
             for name, label in (("dataset", "top seeds"), ("dataset_random_seeds", "random seeds")):
                 t = tables[name][tables[name]["kind"] == kind]
                 status = t["status"].value_counts()
-                row[f"{label}: right as prompted"] = status.get("kept", 0) / len(t) if len(t) else np.nan
-                row[f"{label}: rectified"] = status.get("rectified", 0) / len(t) if len(t) else np.nan
+                row[f"{label}: right as prompted"] = status.get(KEPT, 0) / len(t) if len(t) else np.nan
+                row[f"{label}: rectified"] = status.get(RECTIFIED, 0) / len(t) if len(t) else np.nan
                 row[f"{label}: images"] = int(len(t))
             row["setting chosen on validation (accuracy)"] = setting
             rows.append(row)
