@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, RunConfig, load_config, validate
+from .config import ConfigError, RunConfig, eval_judge, load_config, validate
 from .notebook import ROOT_ENV
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def check_inputs(cfg: RunConfig) -> list:
 
 def preflight(cfg: RunConfig) -> list:
     """Resources a config names, checked without generating: prompts, model, judge. Returns the prompts."""
-    from . import pipelines, prompts
+    from . import prompts, sources
     from .judge import registry
 
     ps = prompts.for_config(cfg.prompts)
@@ -110,15 +110,13 @@ def preflight(cfg: RunConfig) -> list:
         if not any(p.kind == kind for p in ps):
             raise ConfigError(f"prompts: world {cfg.prompts.world!r}, split {cfg.prompts.split!r} has no "
                               f"{kind} prompts (prompts.kinds asks for {list(cfg.prompts.kinds)})")
-    pipelines.check_size(cfg.model, cfg.generate.height, cfg.generate.width)  # also checks the source
-    lo, hi = pipelines.trained_counts(cfg.model.pipeline) or (None, None)
+    sources.check_size(cfg.model, cfg.generate.height, cfg.generate.width)  # also checks the source
+    lo, hi = sources.trained_counts(cfg.model.pipeline) or (None, None)
     if lo is not None and "count" in cfg.prompts.kinds:
         outside = sorted(c for c in cfg.prompts.counts if not lo <= c <= hi)
         if outside:
             log.warning("prompts.counts %s lie outside what %s was trained on (%d to %d): expect it to "
                         "get them wrong", outside, cfg.model.pipeline, lo, hi)
-    from .evaluate import eval_judge
-
     for judge_cfg in {id(j): j for j in (cfg.judge, eval_judge(cfg))}.values():
         spec = registry.resolve(judge_cfg)
         registry.api_key(spec)
@@ -233,7 +231,6 @@ JUDGING = ("02_judge", "02_judge_heldout", "05_build_dataset")  # steps that ask
 
 def _check_judges_answer(cfg: RunConfig, names: list[str]) -> None:
     """A judge at a URL that a chosen step will ask must answer now: within seconds, naming the URL."""
-    from .evaluate import eval_judge
     from .judge import registry
 
     wanted = ([cfg.judge] if any(n in JUDGING + (METHODS_STEP,) for n in names) else []) + \
@@ -297,6 +294,11 @@ def _execute(name: str, out: Path, params: dict, kernel_manager) -> None:
         pm.execute_notebook(source, str(out), parameters=params, kernel_name="python3", cwd=os.getcwd(),
                             progress_bar=False, log_output=False,
                             kernel_manager_class=kernel_manager,
+                            # once its last cell has run, the kernel (and any process it started: they
+                            # share its process group) is killed, not asked to exit: every output is
+                            # already written and papermill has the cells; a graceful exit of a kernel
+                            # that imported torch cost ~1.3 s per notebook, for nothing
+                            shutdown_kernel="immediate",
                             # CRITICAL: the kernel logs an ERROR when papermill's shutdown (an interrupt,
                             # then a shutdown request) meets it still busy on a loaded machine; harmless
                             extra_arguments=["--IPKernelApp.log_level=CRITICAL"])

@@ -34,8 +34,8 @@ def _kit_errors() -> tuple[type[BaseException], ...]:
     from .chain import ChainError
     from .config import ConfigError
     from .judge.errors import JudgeError
-    from .pipelines import ModelLoadError
     from .prompts import PromptFileError
+    from .sources import ModelLoadError
     from .store import CorruptImageError, RunInUse
 
     return (ChainError, ConfigError, JudgeError, ModelLoadError, PromptFileError, CorruptImageError, RunInUse,

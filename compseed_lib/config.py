@@ -206,6 +206,15 @@ class GuidanceConfig:
     presence_min: float = 0.5  # peak share of the prompt's words an object's map should reach
 
 
+def eval_judge(cfg: RunConfig) -> JudgeConfig:
+    """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint, or
+    `evaluate.judge_base_url`, and its own key), else the run's."""
+    if cfg.evaluate.judge is None:
+        return cfg.judge
+    return dataclasses.replace(cfg.judge, name=cfg.evaluate.judge, base_url=cfg.evaluate.judge_base_url, model=None,
+                               api_key_env=None)
+
+
 def check_guidance(cfg: GuidanceConfig, steps: int) -> tuple[int, int]:
     """The guided window [start, end) for `steps` denoising steps; errors name the bad field."""
     if not isinstance(cfg, GuidanceConfig):
@@ -243,7 +252,7 @@ def check_seeds(seeds, key: str = "generate.seeds") -> list[int]:
 
 
 def check_generate(g: GenerateConfig, seeds: bool = True) -> GenerateConfig:
-    """Values of the generate section (image size against the model's VAE: `pipelines.check_size`);
+    """Values of the generate section (image size against the model's VAE: `sources.check_size`);
     `seeds=False` when the caller's jobs carry their own seeds."""
     if seeds:
         check_seeds(g.seeds)
@@ -261,7 +270,7 @@ def check_generate(g: GenerateConfig, seeds: bool = True) -> GenerateConfig:
 
 
 def check_model(m: ModelConfig) -> ModelConfig:
-    """Values of the model section (whether the model exists: `pipelines.check_source`)."""
+    """Values of the model section (whether the model exists: `sources.check_source`)."""
     if m.device not in DEVICES and not (m.device.startswith("cuda:") and m.device[5:].isdigit()):
         raise _bad("model.device", m.device, f"use one of {list(DEVICES)} or cuda:N")
     if m.dtype not in DTYPES:

@@ -72,7 +72,7 @@ def chain_config(g: Generator):
 
 def model_missing(g: Generator) -> str | None:
     """Why the generator cannot run yet (its model folder is not there), or None."""
-    from .pipelines import ModelLoadError, check_source
+    from .sources import ModelLoadError, check_source
 
     try:
         check_source(chain_config(g).model)

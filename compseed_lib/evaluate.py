@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import eval_judge
 from .dataset import dataset_jobs
 from .generate import Job, make_jobs
 from .prompts import Prompt
@@ -105,17 +106,6 @@ def against_base(run: Run, cfg, pipeline: str, name: str, progress: bool = True)
     judged = {"base": judge_stage(run, "eval_base", heldout, judge, progress=progress).assign(arm="base"),
               name: judge_stage(run, stage, heldout, judge, progress=progress).assign(arm=name)}
     return arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
-
-
-def eval_judge(cfg):
-    """The judge of the evaluation: `evaluate.judge` by registry name (its own endpoint, or
-    `evaluate.judge_base_url`, and its own key), else the run's."""
-    import dataclasses
-
-    if cfg.evaluate.judge is None:
-        return cfg.judge
-    return dataclasses.replace(cfg.judge, name=cfg.evaluate.judge, base_url=cfg.evaluate.judge_base_url, model=None,
-                               api_key_env=None)
 
 
 def _levels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .config import QK_WEIGHTS, SELECTIONS
-from .pipelines import DELTA_FILE, FINETUNE_FILE  # the saved format is the loader's
+from .sources import DELTA_FILE, FINETUNE_FILE  # the saved format is the loader's
 
 log = logging.getLogger(__name__)
 def _patterns(selection: str | Sequence[str]) -> list[str]:

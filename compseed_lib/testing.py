@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger(__name__)
 BUILD_VERSION = 3  # bump when a tiny config changes, so cached folders are rebuilt
 TEXT_DIM = 32  # width of both tiny text encoders = cross-attention width
@@ -212,6 +210,8 @@ def registered_folder(name: str) -> Path:
     for stale in final.parent.glob(f".{name}.*.tmp"):  # left by a build killed over an hour ago
         if time.time() - stale.stat().st_mtime > 3600:
             shutil.rmtree(stale, ignore_errors=True)
+    import torch  # only to build: the check that a registered name exists (sources.py) loads no model library
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=final.parent))
     try:
         log.info("building pipeline %r into %s", name, final)

@@ -174,6 +174,30 @@ def _notebook(path: Path, code: str) -> None:
     path.write_text(json.dumps(nb))
 
 
+def test_a_finished_notebook_leaves_no_process_behind(chain_run, tmp_path):
+    """A notebook's kernel is killed with its process group once its last cell has run (chain._execute):
+    a process a cell started and left running ends with it."""
+    from compseed_lib.interrupt import alive
+
+    root, sets, _, _ = chain_run
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    for name in {notebook_of(step) for step in CHAIN}:
+        shutil.copy(REPO / "notebooks" / f"{name}.ipynb", books)
+    pid_file = tmp_path / "child.pid"
+    _notebook(books / "01_generate.ipynb", "import subprocess, sys\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))")
+    res = _cli("run", "configs/smoke.yaml", *sets, "--only", "01_generate", "--reports", str(tmp_path / "r"),
+               env={"COMPSEED_NOTEBOOKS": str(books)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    child = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+
+
 def test_dead_kernel_ends_in_one_line(chain_run, tmp_path):
     root, sets, _, _ = chain_run
     books = tmp_path / "notebooks"

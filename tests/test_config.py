@@ -3,7 +3,7 @@ import pytest
 
 from compseed_lib.chain import check_inputs
 from compseed_lib.config import ConfigError, RunConfig, config_from_dict, load_config, validate
-from compseed_lib.pipelines import ModelLoadError
+from compseed_lib.sources import ModelLoadError
 
 
 def test_shipped_configs_load_and_pass_checks(monkeypatch):

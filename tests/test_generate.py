@@ -17,7 +17,8 @@ from PIL import Image
 from compseed_lib import generate as G
 from compseed_lib import prompts
 from compseed_lib.config import GenerateConfig, ModelConfig
-from compseed_lib.pipelines import ModelLoadError, latent_shape, load_pipeline
+from compseed_lib.pipelines import latent_shape, load_pipeline
+from compseed_lib.sources import ModelLoadError
 from compseed_lib.store import Run, sha256_file
 from compseed_lib.testing import registered_folder
 

@@ -127,3 +127,32 @@ def test_process_wide_state_has_one_owner():
     environ += [f"{m}:{line}" for m, p in MODULES.items() for line in _calls(p, "os.environ.pop") +
                 _calls(p, "os.putenv") + _calls(p, "os.environ.update") + _calls(p, "os.environ.setdefault")]
     assert not environ, f"library code changes this process's environment: {environ}"
+
+
+def test_the_checks_before_any_notebook_import_no_model_library():
+    """`compseed run` checks a config (values, prompts, the model's source and image size, the judges) before
+    it starts a notebook; that takes no torch, diffusers, openai or scipy (~3 s of imports, in the CLI and
+    again in 00_prompts), so a bad config fails at once. The shipped models, a fine-tune's model name and
+    the evaluation judge by registry name are among the configs checked."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from compseed_lib.chain import check_inputs
+from compseed_lib.config import load_config
+for name, sets in [("mini", []), ("mini-sd", []), ("effect-pixart", ["evaluate.judge=miniworld-local"]),
+                   ("methods", [])]:
+    check_inputs(load_config(f"configs/{name}.yaml", sets))
+heavy = [m for m in ("torch", "diffusers", "transformers", "openai", "scipy", "matplotlib") if m in sys.modules]
+print(heavy)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]", res.stdout
+    # and the lazy judge package still hands out every name it lists
+    from compseed_lib import judge
+
+    assert all(getattr(judge, name) is not None for name in judge.__all__)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        judge.no_such_name  # noqa: B018

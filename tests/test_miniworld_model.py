@@ -205,7 +205,8 @@ def test_shipped_model_loads_by_name_and_draws_scenes(name, cls):
     from compseed_lib.config import ModelConfig
     from compseed_lib.generate import seed_noise
     from compseed_lib.miniworld import judge_scene
-    from compseed_lib.pipelines import SHIPPED, load_pipeline
+    from compseed_lib.pipelines import load_pipeline
+    from compseed_lib.sources import SHIPPED
 
     folder = SHIPPED[name]
     record = json.loads((folder / "training_record.json").read_text())

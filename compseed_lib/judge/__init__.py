@@ -13,14 +13,23 @@ Usage:
     judge.ask(image, judge.question_for(prompt), cfg.judge)
     judge.parse_count("There are 12 balls")   # 12
 """
-from ..store import CorruptImageError
-from .client import JudgeClient, ask, run_sync
-from .errors import JudgeError, JudgeUnavailable
-from .parse import answer_text, is_correct, parse_answer, parse_count, parse_yes_no
-from .registry import JUDGES, JudgeSpec, api_key, open_endpoint, resolve
-from .stage import judge_stage
-from .templates import parse_question, question_for
+import importlib
 
-__all__ = ["JUDGES", "CorruptImageError", "JudgeClient", "JudgeError", "JudgeSpec", "JudgeUnavailable",
-           "answer_text", "api_key", "ask", "is_correct", "judge_stage", "open_endpoint", "parse_answer",
-           "parse_count", "parse_question", "parse_yes_no", "question_for", "resolve", "run_sync"]
+# name -> the module that owns it, imported on first use: `compseed run` checks a config's judges through
+# `judge.registry` before any notebook starts without importing the openai client or pandas
+_OWNERS = {"CorruptImageError": "..store", "JudgeClient": ".client", "ask": ".client", "run_sync": ".client",
+           "JudgeError": ".errors", "JudgeUnavailable": ".errors", "answer_text": ".parse", "is_correct": ".parse",
+           "parse_answer": ".parse", "parse_count": ".parse", "parse_yes_no": ".parse", "JUDGES": ".registry",
+           "JudgeSpec": ".registry", "api_key": ".registry", "open_endpoint": ".registry", "resolve": ".registry",
+           "judge_stage": ".stage", "parse_question": ".templates", "question_for": ".templates"}
+__all__ = sorted(_OWNERS)
+
+
+def __getattr__(name: str):
+    if name not in _OWNERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_OWNERS[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_OWNERS])
