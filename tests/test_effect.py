@@ -57,6 +57,7 @@ def test_effect_configs_validate_and_keep_evaluation_apart_from_choice():
     assert {(g.captions, g.paper) for g in eff.generators} == {(c, p) for c in ("clean", "web") for p in PAPER_GAINS}
 
 
+# ~65 s alone: seven notebooks on a trained mini model (the tiny random ones draw nothing the judge keeps)
 def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     """A small run of its own on the PixArt-shaped mini model (the tiny random pipelines draw nothing the judge
     keeps, so their datasets come out empty): 00-03 and 05-07 with a validation share, a 2 x 2 grid and the
