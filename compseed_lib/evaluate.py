@@ -242,6 +242,9 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
 
             log.info("fine-tune %s at %s was made with other settings: training it again", arm, target)
             shutil.rmtree(target.parent)
+        dropped = run.drop_stage(f"eval_{arm}")  # its images, if any, came from another model in that folder
+        if dropped:
+            log.info("dropped %d images of stage eval_%s: they were made by the fine-tune trained before", dropped, arm)
         out[arm] = finetune.train(cfg.model.pipeline, run.root / folder, ft, target.parent / "work", target,
                                   device=cfg.model.device, progress=progress)
     return out

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -185,6 +186,13 @@ class Ledger:
                 con.execute("DETACH DATABASE part")
         return n_img, n_jud
 
+    def drop_stage(self, stage: str) -> int:
+        """Delete a stage's image and judgement rows (its images came from a model that is gone); the
+        number of image rows deleted."""
+        with self.connect() as con:
+            con.execute("DELETE FROM judgements WHERE stage=?", (stage,))
+            return con.execute("DELETE FROM images WHERE stage=?", (stage,)).rowcount
+
     def cached_answer(self, image_sha256: str, judge_model: str, question: str) -> str | None:
         """Raw answer already given for this image hash, judge and question, if any."""
         with self.connect() as con:
@@ -277,6 +285,14 @@ class Run:
     def image_path(self, stage: str, prompt_id: str, seed: int) -> Path:
         """Where the image of (stage, prompt id, seed) lives."""
         return self.root / "images" / check_safe_name(stage, "stage") / image_filename(prompt_id, seed)
+
+    def drop_stage(self, stage: str) -> int:
+        """Forget an image stage whose model has changed (a fine-tune trained again into the same folder):
+        its ledger rows first, then its image files, so a kill between the two leaves files that the next
+        `generate` overwrites, never rows without their model. The number of image rows dropped."""
+        n = self.ledger.drop_stage(check_safe_name(stage, "stage"))
+        shutil.rmtree(self.root / "images" / stage, ignore_errors=True)
+        return n
 
     def verified_image(self, row) -> Path:
         """The file of an image ledger row, checked against the row's sha256; `CorruptImageError` naming

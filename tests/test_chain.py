@@ -116,6 +116,24 @@ def test_finetune_command_reuses_finished_arms_and_names_bad_ones(chain_run):
                                                                "'qk_random_seeds', 'qk_unrectified']")
 
 
+def test_a_fine_tune_trained_again_drops_the_evaluation_images_of_the_one_before(smoke_copy):
+    """Other settings train an arm again into the same folder; the images its evaluation stage holds came from
+    the fine-tune before, so they go (07_evaluate makes them again), and no other arm's images change."""
+    runs, sets = smoke_copy
+    run = Run.open(runs / "smoke")
+    before, lora = run.ledger.images("eval_qk"), run.ledger.images("eval_lora")
+    assert len(before) and len(lora)
+    again = [*sets, "--set", "finetune.lr=0.00123", "--arm", "qk"]
+    res = _cli("finetune", "configs/smoke.yaml", *again)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"dropped {len(before)} images of stage eval_qk" in res.stderr
+    assert run.ledger.images("eval_qk").empty and run.ledger.judgements("eval_qk").empty
+    assert not (run.root / "images" / "eval_qk").exists()
+    assert run.ledger.images("eval_lora").equals(lora)
+    res = _cli("finetune", "configs/smoke.yaml", *again)  # the same settings again: kept, nothing dropped
+    assert res.returncode == 0 and "already at" in res.stderr and "dropped" not in res.stderr, res.stderr[-2000:]
+
+
 # ~15 s: a judge server and the 02_judge notebook through papermill.
 def test_every_stage_runs_under_the_config_given_now(chain_run):
     """`--only 02_judge --set judge...` reaches the judge notebook (it used to read the old config): a live

@@ -73,6 +73,27 @@ def test_rows_are_keyed_and_concurrent_writers_do_not_duplicate(tmp_path):
     assert led.cached_answer("h", "other", "q") is None
 
 
+def test_drop_stage_forgets_one_stage_its_files_and_judgements_and_nothing_else(tmp_path):
+    run = Run.create(config_from_dict({"runs_dir": str(tmp_path), "name": "r"}))
+    for stage in ("eval_qk", "eval_lora"):
+        for seed in (0, 1):
+            path = run.image_path(stage, "p1", seed)
+            atomic_write_bytes(path, b"png")
+            run.ledger.add_images([{"stage": stage, "prompt_id": "p1", "seed": seed, "sha256": "x",
+                                    "path": str(path.relative_to(run.root))}])
+            run.ledger.add_judgements([{"stage": stage, "prompt_id": "p1", "seed": seed, "judge_model": "m",
+                                        "question": "q", "image_sha256": "x", "raw_answer": "3",
+                                        "parsed_answer": "3", "correct": 1}])
+    assert run.drop_stage("eval_qk") == 2
+    assert run.ledger.images("eval_qk").empty and run.ledger.judgements("eval_qk").empty
+    assert not (run.root / "images" / "eval_qk").exists()
+    assert len(run.ledger.images("eval_lora")) == 2 and len(run.ledger.judgements("eval_lora")) == 2
+    assert run.image_path("eval_lora", "p1", 1).is_file()
+    assert run.drop_stage("eval_qk") == 0  # nothing left: nothing to drop, no error
+    with pytest.raises(ValueError, match="stage"):
+        run.drop_stage("../images")
+
+
 # ---------------------------------------------------------------------------- one writer per run
 HOLD_SCRIPT = """
 import sys, time
