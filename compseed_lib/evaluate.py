@@ -233,18 +233,7 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
         method, folder = FINETUNED[arm]
         target = finetune_dir(run, arm)
         ft = dataclasses.replace(settings, method=method)
-        if finetune.finished_with(target, ft):
-            log.info("fine-tune %s already at %s", arm, target)
-            out[arm] = target
-            continue
-        if (target / finetune.ADAPTER_FILE).is_file():  # made with other settings (the grid chose again)
-            import shutil
-
-            log.info("fine-tune %s at %s was made with other settings: training it again", arm, target)
-            shutil.rmtree(target.parent)
-        dropped = run.drop_stage(f"eval_{arm}")  # its images, if any, came from another model in that folder
-        if dropped:
-            log.info("dropped %d images of stage eval_%s: they were made by the fine-tune trained before", dropped, arm)
-        out[arm] = finetune.train(cfg.model.pipeline, run.root / folder, ft, target.parent / "work", target,
-                                  device=cfg.model.device, progress=progress)
+        # trained again when the grid chose again or the dataset changed; then its evaluation images go
+        out[arm] = finetune.trained(run, cfg.model.pipeline, run.root / folder, ft, target, f"eval_{arm}",
+                                    device=cfg.model.device, progress=progress)
     return out

@@ -92,10 +92,17 @@ def lora_targets(model: torch.nn.Module, selection: str | Sequence[str] = "d1d2m
 ADAPTER_FILE = FINETUNE_FILE  # marks a fine-tune folder: base model + changed weights (pipelines loads it)
 
 
-def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[torch.Tensor, list[str]]:
-    """(latents * scaling_factor, captions) of an imagefolder, encoded once and cached by its metadata."""
+def dataset_fingerprint(dataset_dir: str | Path) -> str | None:
+    """Which images with which captions an imagefolder holds: sha256 (16 hex digits) of its
+    train/metadata.jsonl; None when it has none."""
     import hashlib
 
+    meta_file = Path(dataset_dir) / "train" / "metadata.jsonl"
+    return hashlib.sha256(meta_file.read_bytes()).hexdigest()[:16] if meta_file.is_file() else None
+
+
+def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[torch.Tensor, list[str]]:
+    """(latents * scaling_factor, captions) of an imagefolder, encoded once and cached by its metadata."""
     from datasets import load_dataset
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -106,7 +113,7 @@ def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[
     if not meta_file.read_text().strip():
         raise ValueError(f"dataset {dataset_dir} is empty: every caption was dropped (see its table in tables/, "
                          "notebook 05): nothing to fine-tune on; mine more seeds (mining.top_n) or more prompts")
-    key = hashlib.sha256(meta_file.read_bytes()).hexdigest()[:16]
+    key = dataset_fingerprint(dataset_dir)
     cache = work / "latents.safetensors"
     ds = load_dataset("imagefolder", data_dir=str(dataset_dir), split="train")
     captions = list(ds["text"])
@@ -202,7 +209,8 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k
     # 5. Save the changed weights beside the base model's name
     return save_delta(net, names, out_dir, base=str(model),
-                      record={**settings_record(cfg), "selection": sel if cfg.blocks is None else cfg.blocks,
+                      record={**settings_record(cfg), "dataset": dataset_fingerprint(dataset_dir),
+                              "selection": sel if cfg.blocks is None else cfg.blocks,
                               "trainable_parameters": n_train, "changed_parameters":
                               sum(dict(net.named_parameters())[k].numel() for k in names), "steps": loop.step,
                               "images": len(captions), "history": history})
@@ -215,17 +223,50 @@ def settings_record(cfg) -> dict:
             "ema_decay": cfg.ema_decay, "seed": cfg.seed, "wanted_steps": cfg.steps}
 
 
-def finished_with(out_dir: str | Path, cfg) -> bool:
-    """True when `out_dir` holds a finished fine-tune made with `cfg`'s settings."""
+def finished_with(out_dir: str | Path, cfg, dataset_dir: str | Path | None = None) -> bool:
+    """True when `out_dir` holds a finished fine-tune made with `cfg`'s settings (and, given `dataset_dir`, on
+    that dataset as it is now; a record from before datasets were recorded is taken as made on it)."""
     import json
 
     path = Path(out_dir) / ADAPTER_FILE
     if not path.is_file():
         return False
     record = json.loads(path.read_text())
+    if dataset_dir is not None and record.get("dataset") not in (None, dataset_fingerprint(dataset_dir)):
+        return False
     if "wanted_steps" not in record:  # recorded before the settings were: method and steps are all it says
         return record.get("method") == cfg.method and record.get("steps") == cfg.steps
     return all(record.get(k) == v for k, v in settings_record(cfg).items())
+
+
+def keep_or_clear(out_dir: str | Path, cfg, dataset_dir: str | Path) -> bool:
+    """True when `out_dir` holds a finished fine-tune of `cfg`'s settings on `dataset_dir` as it is now: keep it.
+    False: it must be trained; a finished one made otherwise (other settings, another dataset) is removed
+    first with its work folder (`out_dir`'s parent), so training starts afresh instead of resuming another
+    fine-tune's checkpoints. An unfinished one is left to resume."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if finished_with(out_dir, cfg, dataset_dir):
+        return True
+    if (out_dir / ADAPTER_FILE).is_file():
+        log.info("the fine-tune at %s was made with other settings or on another dataset: training it again", out_dir)
+        shutil.rmtree(out_dir.parent)
+    return False
+
+
+def trained(run, model: str, dataset_dir: str | Path, cfg, out_dir: str | Path, stage: str, device: str = "auto",
+            progress: bool = True) -> Path:
+    """The fine-tune at `out_dir` of `cfg`'s settings on `dataset_dir`: kept when it is finished so, else
+    trained (an unfinished one resumes). When it is trained, the images of `stage` in `run` are dropped: any
+    there were made by the fine-tune that folder held before (a stage knows its model by the folder's path)."""
+    if keep_or_clear(out_dir, cfg, dataset_dir):
+        log.info("fine-tune already at %s", out_dir)
+        return Path(out_dir)
+    dropped = run.drop_stage(stage)
+    if dropped:
+        log.info("dropped %d images of stage %s: they were made by the fine-tune trained before", dropped, stage)
+    return train(model, dataset_dir, cfg, Path(out_dir).parent / "work", out_dir, device=device, progress=progress)
 
 
 def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base: str, record: dict) -> Path:

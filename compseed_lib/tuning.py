@@ -61,13 +61,10 @@ def run_grid(run: Run, cfg, progress: bool = True) -> pd.DataFrame:
             name = setting_name(steps, lr)
             target = run.root / "finetune" / "grid" / name / "model"
             ft = dataclasses.replace(cfg.finetune, method="qk", steps=int(steps), lr=float(lr), grid=None)
-            if not finetune.finished_with(target, ft):
-                if run.drop_stage(f"val_{name}"):  # images of a fine-tune made before under this name
-                    log.info("setting %s is trained again: its earlier validation images are dropped", name)
-                finetune.train(cfg.model.pipeline, run.root / "dataset", ft, target.parent / "work", target,
-                               device=cfg.model.device, progress=progress)
-            pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))
             stage = f"val_{name}"
+            finetune.trained(run, cfg.model.pipeline, run.root / "dataset", ft, target, stage,
+                             device=cfg.model.device, progress=progress)
+            pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=str(target)))
             generate(run, stage, pipe, info, make_jobs(val, grid.seeds), cfg.generate, progress=progress)
             judged = judge_stage(run, stage, val, cfg.judge, progress=progress)
             rows.append({"steps": int(steps), "lr": float(lr), **_accuracy(judged)})

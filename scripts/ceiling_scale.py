@@ -57,8 +57,7 @@ def main() -> int:
         ft = dataclasses.replace(ft, patterns=args.patterns, blocks=None)
     variant = f"{name}_{args.steps}{'_' + args.tag if args.tag else ''}"
     target = run.root / "finetune" / variant / "model"
-    if not finetune.finished_with(target, ft):
-        finetune.train(cfg.model.pipeline, folder, ft, target.parent / "work", target, device=cfg.model.device)
+    finetune.trained(run, cfg.model.pipeline, folder, ft, target, f"eval_{variant}", device=cfg.model.device)
     out = evaluate.against_base(run, cfg, str(target), variant)
     run.save_table(out, f"ceiling_scale_{variant}")
     cols = ["arm", "level", "n", "accuracy", "relative_gain", "diff_lo", "diff_hi", "mcnemar_p"]

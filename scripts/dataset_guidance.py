@@ -43,8 +43,7 @@ def main() -> int:
     folder = dataset.export_imagefolder(run, table, run.root / f"dataset_{name}")
     ft = dataclasses.replace(tuning.chosen_finetune(run, cfg), method="qk")
     target = run.root / "finetune" / f"qk_{name}" / "model"
-    if not finetune.finished_with(target, ft):
-        finetune.train(cfg.model.pipeline, folder, ft, target.parent / "work", target, device=cfg.model.device)
+    finetune.trained(run, cfg.model.pipeline, folder, ft, target, f"eval_qk_{name}", device=cfg.model.device)
     out = evaluate.against_base(run, cfg, str(target), f"qk_{name}")
     run.save_table(out, f"dataset_guidance_{name}")
     cols = ["arm", "level", "n", "accuracy", "relative_gain", "diff_lo", "diff_hi", "mcnemar_p"]

@@ -237,3 +237,36 @@ def test_a_finished_fine_tune_counts_only_for_the_settings_it_was_made_with(tmp_
     assert finetune.finished_with(tmp_path, cfg)
     assert not finetune.finished_with(tmp_path, dataclasses.replace(cfg, steps=50))
     assert not finetune.finished_with(tmp_path / "nothing", cfg)
+
+
+def test_a_finished_fine_tune_counts_only_for_the_dataset_it_was_made_on_and_is_cleared_before_training_again(tmp_path):
+    """A dataset rebuilt (other top seeds, other captions) under the same settings: the fine-tune made on the
+    old one is not kept; it is removed with its work folder (no resuming its checkpoints); an unfinished one
+    is left to resume."""
+    import json
+
+    from compseed_lib import finetune
+    from compseed_lib.config import FinetuneConfig
+
+    cfg = FinetuneConfig(steps=100, lr=1e-4)
+    data = tmp_path / "dataset"
+    (data / "train").mkdir(parents=True)
+    meta = data / "train" / "metadata.jsonl"
+    meta.write_text('{"file_name": "a_s000000.png", "text": "two balls"}\n')
+    model, work = tmp_path / "qk" / "model", tmp_path / "qk" / "work"
+    model.mkdir(parents=True)
+    work.mkdir()
+    record = {**finetune.settings_record(cfg), "steps": 100, "dataset": finetune.dataset_fingerprint(data)}
+    (model / finetune.ADAPTER_FILE).write_text(json.dumps(record))
+    assert finetune.finished_with(model, cfg, data) and finetune.keep_or_clear(model, cfg, data)
+    assert model.is_dir() and work.is_dir()
+    meta.write_text('{"file_name": "a_s000001.png", "text": "two balls"}\n')  # another seed kept
+    assert not finetune.finished_with(model, cfg, data)
+    assert finetune.finished_with(model, cfg)  # without a dataset to compare: the settings alone
+    (model / finetune.ADAPTER_FILE).write_text(json.dumps({k: v for k, v in record.items() if k != "dataset"}))
+    assert finetune.finished_with(model, cfg, data)  # recorded before datasets were: taken as made on it
+    (model / finetune.ADAPTER_FILE).write_text(json.dumps(record))
+    assert not finetune.keep_or_clear(model, cfg, data)
+    assert not (tmp_path / "qk").exists()  # the model and its work folder both gone
+    work.mkdir(parents=True)  # an unfinished fine-tune: only its work folder
+    assert not finetune.keep_or_clear(model, cfg, data) and work.is_dir()
