@@ -70,15 +70,16 @@ def arm_jobs(arm: str, prompts: Sequence[Prompt], seeds: Sequence[int], top: pd.
 
 
 def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | None, cfg,
-            progress: bool = True) -> pd.DataFrame:
-    """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable); its judged rows."""
+            progress: bool = True, pipeline: str | None = None) -> pd.DataFrame:
+    """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable); its judged rows.
+    `pipeline`: the model of an arm outside the configured ones (default: the arm's own, `arm_model`)."""
     import dataclasses
 
     from .generate import generate
     from .judge import judge_stage
     from .pipelines import load_pipeline
 
-    model = dataclasses.replace(cfg.model, pipeline=arm_model(run, arm, cfg.model.pipeline))
+    model = dataclasses.replace(cfg.model, pipeline=pipeline or arm_model(run, arm, cfg.model.pipeline))
     pipe, info = load_pipeline(model)
     stage = f"eval_{arm}"
     generate(run, stage, pipe, info, arm_jobs(arm, prompts, cfg.evaluate.seeds, top), cfg.generate,
@@ -91,20 +92,12 @@ def against_base(run: Run, cfg, pipeline: str, name: str, progress: bool = True)
     """A model outside the configured arms (an experiment's fine-tune folder) scored like an arm: the run's
     held-out prompts under its evaluation seeds (stage `eval_<name>`, resumable), judged by the evaluation
     judge, and `arm_table` against the run's base arm (07_evaluate must have run)."""
-    import dataclasses
-
-    from .generate import generate
     from .judge import judge_stage
-    from .pipelines import load_pipeline
     from .prompts import for_config, other_split
 
     heldout = for_config(cfg.prompts, split=other_split(cfg.prompts.split))
-    pipe, info = load_pipeline(dataclasses.replace(cfg.model, pipeline=pipeline))
-    stage = f"eval_{name}"
-    generate(run, stage, pipe, info, make_jobs(heldout, cfg.evaluate.seeds), cfg.generate, progress=progress)
-    judge = eval_judge(cfg)
-    judged = {"base": judge_stage(run, "eval_base", heldout, judge, progress=progress).assign(arm="base"),
-              name: judge_stage(run, stage, heldout, judge, progress=progress).assign(arm=name)}
+    base = judge_stage(run, "eval_base", heldout, eval_judge(cfg), progress=progress).assign(arm="base")
+    judged = {"base": base, name: run_arm(run, name, heldout, None, cfg, progress=progress, pipeline=pipeline)}
     return arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
 
 
