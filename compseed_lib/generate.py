@@ -219,7 +219,7 @@ def generate(run: Run, stage: str, pipe, info: dict, jobs: Sequence[Job], cfg: G
     check_stage_settings(run, stage, existing, settings)
     # 2. This shard's jobs (index % n == k); clear what a killed run left, skip what is done
     mine = list(jobs)[k::n]
-    _remove_stale_temps(run.root / "images" / stage, {image_filename(j.prompt.id, j.seed) for j in mine})
+    _remove_stale_temps(run.stage_dir(stage), {image_filename(j.prompt.id, j.seed) for j in mine})
     todo = pending_jobs(run, stage, mine, existing)
     for problem in pipelines.prompt_problems(pipe, [j.prompt.text for j in todo]):
         log.warning("%s", problem)

@@ -282,16 +282,21 @@ class Run:
                 f.unlink(missing_ok=True)
         return rows
 
+    def stage_dir(self, stage: str) -> Path:
+        """The folder of an image stage's files."""
+        return self.root / "images" / check_safe_name(stage, "stage")
+
     def image_path(self, stage: str, prompt_id: str, seed: int) -> Path:
         """Where the image of (stage, prompt id, seed) lives."""
-        return self.root / "images" / check_safe_name(stage, "stage") / image_filename(prompt_id, seed)
+        return self.stage_dir(stage) / image_filename(prompt_id, seed)
 
     def drop_stage(self, stage: str) -> int:
         """Forget an image stage whose model has changed (a fine-tune trained again into the same folder):
         its ledger rows first, then its image files, so a kill between the two leaves files that the next
         `generate` overwrites, never rows without their model. The number of image rows dropped."""
-        n = self.ledger.drop_stage(check_safe_name(stage, "stage"))
-        shutil.rmtree(self.root / "images" / stage, ignore_errors=True)
+        folder = self.stage_dir(stage)  # the name checked before anything is deleted
+        n = self.ledger.drop_stage(stage)
+        shutil.rmtree(folder, ignore_errors=True)
         return n
 
     def verified_image(self, row) -> Path:
