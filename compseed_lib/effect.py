@@ -102,6 +102,28 @@ def _row(table: pd.DataFrame, arm: str, level: str) -> pd.Series | None:
     return None if sub.empty else sub.iloc[0]
 
 
+def run_gains(table: pd.DataFrame, paper: str, **labels) -> list[dict]:
+    """One row per arm of a run's evaluation table (07_evaluate): accuracy, relative gain over base, its 95%
+    interval and McNemar p per kind, and the paper's q/k gain (`paper`: a key of PAPER_GAINS) on the q/k row;
+    `labels` (generator, captions, ...) lead each row."""
+    rows = []
+    for arm in dict.fromkeys(table["arm"]):
+        row = {**labels, "paper_model": paper, "arm": arm}
+        for kind in KINDS:
+            r, b = _row(table, arm, kind), _row(table, "base", kind)
+            if r is None or b is None:
+                continue
+            row[f"{kind}_accuracy"], row[f"{kind}_n"] = r["accuracy"], int(r["n"])
+            if arm != "base" and b["accuracy"]:
+                row[f"{kind}_gain"] = r["relative_gain"]
+                row[f"{kind}_gain_lo"] = r["diff_lo"] / b["accuracy"]
+                row[f"{kind}_gain_hi"] = r["diff_hi"] / b["accuracy"]
+                row[f"{kind}_p"] = r.get("mcnemar_p", np.nan)
+                row[f"{kind}_paper_gain"] = PAPER_GAINS[paper][kind] if arm == "qk" else np.nan
+        rows.append(row)
+    return rows
+
+
 def effect_table(cfg: EffectConfig) -> pd.DataFrame:
     """One row per (generator, arm) with accuracy, relative gain, its interval and p per kind."""
     from .store import Run
@@ -114,21 +136,37 @@ def effect_table(cfg: EffectConfig) -> pd.DataFrame:
         except (FileNotFoundError, ValueError):
             log.warning("effect: %s has no evaluation table in %s yet", g.name, run_dir)
             continue
-        for arm in dict.fromkeys(table["arm"]):
-            row = {"generator": g.label, "captions": g.captions, "paper_model": g.paper, "arm": arm}
-            for kind in KINDS:
-                r, b = _row(table, arm, kind), _row(table, "base", kind)
-                if r is None or b is None:
-                    continue
-                row[f"{kind}_accuracy"], row[f"{kind}_n"] = r["accuracy"], int(r["n"])
-                if arm != "base" and b["accuracy"]:
-                    row[f"{kind}_gain"] = r["relative_gain"]
-                    row[f"{kind}_gain_lo"] = r["diff_lo"] / b["accuracy"]
-                    row[f"{kind}_gain_hi"] = r["diff_hi"] / b["accuracy"]
-                    row[f"{kind}_p"] = r.get("mcnemar_p", np.nan)
-                    row[f"{kind}_paper_gain"] = PAPER_GAINS[g.paper][kind] if arm == "qk" else np.nan
-            rows.append(row)
+        rows += run_gains(table, g.paper, generator=g.label, captions=g.captions)
     return pd.DataFrame(rows)
+
+
+def paper_model_for(pipeline: str) -> str:
+    """The paper's model a pipeline stands for: PixArt-α for a PixArt-shaped one (by name), else SD 2.1."""
+    return "PixArt-α" if "pixart" in str(pipeline).lower() else "SD 2.1"
+
+
+def direction(lo: float, hi: float) -> str:
+    """Which way an arm went, read from the 95% interval of its gain: 'gain', 'loss' or 'no clear change'."""
+    if pd.isna(lo) or pd.isna(hi):
+        return "–"
+    return "gain" if lo > 0 else "loss" if hi < 0 else "no clear change"
+
+
+def beside_paper(table: pd.DataFrame, paper: str) -> pd.DataFrame:
+    """A run's evaluation table (07_evaluate) in the paper's shape, for a notebook: per arm, counting and
+    spatial as 'accuracy (gain [95% interval], p)', which way each went by its interval, and the paper's
+    q/k gain on the q/k row."""
+    out = []
+    for r in map(pd.Series, run_gains(table, paper)):
+        row = {"arm": r["arm"]}
+        for kind, name in (("count", "counting"), ("spatial", "spatial")):
+            row[name] = _fmt_cell(r, kind)
+            row[f"{name}: direction"] = ("" if r["arm"] == "base" else
+                                         direction(r.get(f"{kind}_gain_lo", np.nan), r.get(f"{kind}_gain_hi", np.nan)))
+        row[f"paper (q/k, {paper})"] = (f"+{PAPER_GAINS[paper]['count']:.1%} / +{PAPER_GAINS[paper]['spatial']:.1%}"
+                                        if r["arm"] == "qk" else "")
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def dataset_table(cfg: EffectConfig) -> pd.DataFrame:

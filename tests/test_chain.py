@@ -58,6 +58,11 @@ def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
         assert (run.root / "tables" / f"{table}.csv").is_file(), table
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
     assert any(f.startswith("01_base_grid") for f in figures) and any("seed_accuracy" in f for f in figures)
+    # 08 shows the run's arms beside the paper's gain, with the direction each went
+    nb = json.loads((report / "08_paper_figures.ipynb").read_text())
+    shown = json.dumps([o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])])
+    assert (run.root / "tables" / "evaluation.csv").is_file()
+    assert "paper (q/k, SD 2.1)" in shown and "counting: direction" in shown
 
 
 def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):

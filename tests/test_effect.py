@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -14,7 +15,17 @@ from compseed_lib import prompts as P
 from compseed_lib import tuning
 from compseed_lib.config import ConfigError, load_config, validate
 from compseed_lib.dataset import validation_split
-from compseed_lib.effect import PAPER_GAINS, effect_table, load, markdown, run_all, write_report
+from compseed_lib.effect import (
+    PAPER_GAINS,
+    beside_paper,
+    direction,
+    effect_table,
+    load,
+    markdown,
+    paper_model_for,
+    run_all,
+    write_report,
+)
 from compseed_lib.store import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +142,14 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     if base_count:
         assert qk["count_gain_lo"] <= qk["count_gain"] <= qk["count_gain_hi"]
         assert qk["count_paper_gain"] == PAPER_GAINS["SD 2.1"]["count"]
+    # the same run in the paper's shape for notebook 08: each arm's direction follows its interval
+    side = beside_paper(ev, paper_model_for(cfg.model.pipeline))
+    assert list(side["arm"]) == ["base", "qk", "qk_ceiling"]
+    assert side.loc[side["arm"] == "qk", "paper (q/k, PixArt-α)"].iloc[0] == "+19.5% / +21.1%"
+    for kind, name in (("count", "counting"), ("spatial", "spatial")):
+        r = table[table["arm"] == "qk"].iloc[0]
+        want = direction(r.get(f"{kind}_gain_lo", np.nan), r.get(f"{kind}_gain_hi", np.nan))
+        assert side.loc[side["arm"] == "qk", f"{name}: direction"].iloc[0] == want
     md = markdown(table)
     assert "| tiny SD | clean | qk |" in md and "+29.3% / +60.7% (SD 2.1)" in md
     readme = write_report(eff, {**status, "smoke": "done"}).read_text()
@@ -145,3 +164,16 @@ def test_chosen_finetune_without_its_grid_table_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="finetune_grid.csv is missing.*chooses the fine-tune settings"):
         tuning.chosen_finetune(run, cfg)
     assert tuning.chosen_finetune(run, load_config(REPO / "configs/smoke.yaml")).steps == 2  # no grid: as configured
+
+
+@pytest.mark.parametrize("lo, hi, want", [(0.01, 0.3, "gain"), (-0.4, -0.001, "loss"), (-0.1, 0.2, "no clear change"),
+                                          (0.0, 0.2, "no clear change"), (float("nan"), 0.1, "–")])
+def test_direction_is_read_from_the_interval(lo, hi, want):
+    assert direction(lo, hi) == want
+
+
+@pytest.mark.parametrize("pipeline, want", [
+    ("miniworld-pixart-web", "PixArt-α"), ("PixArt-alpha/PixArt-XL-2-512x512", "PixArt-α"),
+    ("miniworld-web", "SD 2.1"), ("stabilityai/stable-diffusion-2-1", "SD 2.1")])
+def test_paper_model_for_a_pipeline(pipeline, want):
+    assert paper_model_for(pipeline) == want
