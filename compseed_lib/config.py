@@ -108,6 +108,8 @@ class FinetuneConfig:
     selection: str = "d1d2mu1u2"  # a SELECTIONS name (the paper's); see `patterns` / `blocks`
     patterns: list[str] | None = None  # regexes over parameter names, instead of `selection`
     blocks: list[int] | None = None  # transformer denoisers: q/k of these blocks
+    text_encoder: list[str] | None = None  # regexes over the text encoder's parameter names: these train too
+    #                                      (method qk only; the paper keeps the text encoder frozen)
     steps: int = 200
     batch: int = 16
     grad_accum: int = 1  # effective batch = batch * grad_accum * processes (paper: 128)
@@ -340,6 +342,15 @@ def check_finetune(f: FinetuneConfig) -> FinetuneConfig:
             raise _bad("finetune.patterns", pattern, f"not a regular expression ({e})") from None
     if f.blocks is not None and (not f.blocks or any(not isinstance(b, int) or b < 0 for b in f.blocks)):
         raise _bad("finetune.blocks", f.blocks, "a non-empty list of transformer block indices >= 0")
+    if f.text_encoder is not None:
+        if not f.text_encoder or f.method != "qk":
+            raise _bad("finetune.text_encoder", f.text_encoder, "a non-empty list of regexes over the text encoder's "
+                                                                "parameter names, with finetune.method 'qk'")
+        for pattern in f.text_encoder:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise _bad("finetune.text_encoder", pattern, f"not a regular expression ({e})") from None
     return f
 
 

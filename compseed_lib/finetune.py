@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .config import QK_WEIGHTS, SELECTIONS
-from .sources import DELTA_FILE, FINETUNE_FILE  # the saved format is the loader's
+from .sources import DELTA_FILE, FINETUNE_FILE, TEXT_ENCODER_PREFIX  # the saved format is the loader's
 
 log = logging.getLogger(__name__)
 def _patterns(selection: str | Sequence[str]) -> list[str]:
@@ -135,6 +135,34 @@ def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[
     return latents, captions
 
 
+def freeze_text_encoder_except(text_encoder: torch.nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Freeze the text encoder but the parameters `patterns` (regexes over its parameter names) pick; their
+    names. A pattern set that picks nothing is an error naming a few of the names there are."""
+    regs = [re.compile(p) for p in patterns]
+    names = [n for n, _ in text_encoder.named_parameters()]
+    picked = [n for n in names if any(r.search(n) for r in regs)]
+    if not picked:
+        raise ValueError(f"finetune.text_encoder {list(patterns)!r} matches no parameter of "
+                         f"{type(text_encoder).__name__} (e.g. {names[:3]})")
+    text_encoder.requires_grad_(False)
+    keep = set(picked)
+    for n, p in text_encoder.named_parameters():
+        p.requires_grad_(n in keep)
+    log.info("text encoder trains too: %d tensors, %.2fM parameters", len(picked),
+             sum(p.numel() for n, p in text_encoder.named_parameters() if n in keep) / 1e6)
+    return picked
+
+
+def _caption_ids(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of every caption, the empty caption last, padded as `encode_text` pads."""
+    from .pipelines import MAX_TEXT_TOKENS
+
+    tok = pipe.tokenizer
+    got = tok(captions + [""], padding="max_length", max_length=min(int(tok.model_max_length), MAX_TEXT_TOKENS),
+              truncation=True, return_tensors="pt")
+    return got.input_ids.to(device), got.attention_mask.to(device)
+
+
 def _text_states(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frozen text states (and PixArt's padding mask, else None) of every caption, the empty caption last
     (for caption dropout)."""
@@ -179,7 +207,15 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         log.info("LoRA rank %d on %d projections: %.2fM trainable parameters", cfg.lora_rank, len(names),
                  n_train / 1e6)
     params = [p for p in module.parameters() if p.requires_grad]
-    loop = Trainer({"denoiser": module}, ema=["denoiser"], params=params, work_dir=work, device=dev,
+    modules = {"denoiser": module}
+    te_names, ids, id_mask = [], None, None
+    if cfg.text_encoder:  # the text encoder's selected weights train too: captions are encoded at each step
+        te = pipe.text_encoder
+        te_names = freeze_text_encoder_except(te, cfg.text_encoder)
+        modules["text_encoder"] = te
+        params += [p for p in te.parameters() if p.requires_grad]
+        ids, id_mask = _caption_ids(pipe, captions, dev)
+    loop = Trainer(modules, ema=list(modules), params=params, work_dir=work, device=dev,
                    cfg=LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, ema_decay=cfg.ema_decay,
                                   seed=cfg.seed, grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
                                   checkpoint_every=cfg.checkpoint_every, log_every=max(1, cfg.steps // 20)))
@@ -191,6 +227,8 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         z0 = latents[idx].to(dev)
         idx[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = len(states) - 1  # the empty caption
         cond, mask = states[idx].to(dev), None if masks is None else masks[idx].to(dev)
+        if ids is not None:
+            cond = m["text_encoder"](ids[idx], attention_mask=None if masks is None else id_mask[idx])[0]
         noise = torch.randn(z0.shape, generator=g).to(dev)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = sched.add_noise(z0, noise, t)
@@ -208,11 +246,16 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     if cfg.method == "lora":
         net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k
     # 5. Save the changed weights beside the base model's name
-    return save_delta(net, names, out_dir, base=str(model),
+    tensors = {k: v for k, v in net.named_parameters() if k in set(names)}
+    if te_names:
+        te_params = dict(pipe.text_encoder.named_parameters())
+        tensors.update({f"{TEXT_ENCODER_PREFIX}{k}": te_params[k] for k in te_names})
+    return save_delta(tensors, out_dir, base=str(model),
                       record={**settings_record(cfg), "dataset": dataset_fingerprint(dataset_dir),
                               "selection": sel if cfg.blocks is None else cfg.blocks,
-                              "trainable_parameters": n_train, "changed_parameters":
-                              sum(dict(net.named_parameters())[k].numel() for k in names), "steps": loop.step,
+                              "trainable_parameters": n_train + sum(t.numel() for k, t in tensors.items()
+                                                                    if k.startswith(TEXT_ENCODER_PREFIX)),
+                              "changed_parameters": sum(t.numel() for t in tensors.values()), "steps": loop.step,
                               "images": len(captions), "history": history})
 
 
@@ -220,7 +263,8 @@ def settings_record(cfg) -> dict:
     """What decides a fine-tune's result, as its record keeps it (a finished fine-tune whose record differs
     from the wanted settings is trained again)."""
     return {"method": cfg.method, "lr": cfg.lr, "batch": cfg.batch, "warmup": cfg.warmup,
-            "ema_decay": cfg.ema_decay, "seed": cfg.seed, "wanted_steps": cfg.steps}
+            "ema_decay": cfg.ema_decay, "seed": cfg.seed, "wanted_steps": cfg.steps,
+            "text_encoder": cfg.text_encoder}
 
 
 def finished_with(out_dir: str | Path, cfg, dataset_dir: str | Path | None = None) -> bool:
@@ -269,9 +313,10 @@ def trained(run, model: str, dataset_dir: str | Path, cfg, out_dir: str | Path, 
     return train(model, dataset_dir, cfg, Path(out_dir).parent / "work", out_dir, device=device, progress=progress)
 
 
-def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base: str, record: dict) -> Path:
-    """Write `out_dir`: the named tensors (safetensors) and `compseed_finetune.json` naming the base model;
-    atomically (a temp folder renamed into place)."""
+def save_delta(tensors: dict[str, torch.Tensor], out_dir: str | Path, base: str, record: dict) -> Path:
+    """Write `out_dir`: the changed tensors by parameter name (safetensors; the text encoder's under
+    TEXT_ENCODER_PREFIX) and `compseed_finetune.json` naming the base model; atomically (a temp folder renamed
+    into place)."""
     import json
     import shutil
 
@@ -281,8 +326,7 @@ def save_delta(net: torch.nn.Module, names: list[str], out_dir: str | Path, base
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    params = dict(net.named_parameters())
-    save_file({k: params[k].detach().cpu().contiguous() for k in names}, str(tmp / DELTA_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / DELTA_FILE))
     (tmp / ADAPTER_FILE).write_text(json.dumps({"base": base, **record}, indent=1, default=str))
     if out.exists():
         shutil.rmtree(out)

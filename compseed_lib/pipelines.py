@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 
 from .config import DEVICES, DTYPES, ModelConfig
-from .sources import DELTA_FILE, SHIPPED, ModelLoadError, check_source, finetune_base, finetune_folder
+from .sources import (
+    DELTA_FILE,
+    SHIPPED,
+    TEXT_ENCODER_PREFIX,
+    ModelLoadError,
+    check_source,
+    finetune_base,
+    finetune_folder,
+)
 from .testing import registered_folder
 
 log = logging.getLogger(__name__)
@@ -312,10 +320,16 @@ def apply_delta(pipe, folder: str | Path) -> None:
     net = denoiser(pipe)
     delta = load_file(str(Path(folder) / DELTA_FILE))
     params = dict(net.named_parameters())
-    unknown = sorted(set(delta) - set(params))
-    if unknown:
-        raise ValueError(f"fine-tune {folder} changes {unknown[:3]}, which {type(net).__name__} does not have: "
-                         f"wrong base model?")
+    text = {k[len(TEXT_ENCODER_PREFIX):]: v for k, v in delta.items() if k.startswith(TEXT_ENCODER_PREFIX)}
+    delta = {k: v for k, v in delta.items() if not k.startswith(TEXT_ENCODER_PREFIX)}
+    te = getattr(pipe, "text_encoder", None)
+    te_params = dict(te.named_parameters()) if te is not None else {}
+    for part, have, model in ((delta, params, net), (text, te_params, te)):
+        unknown = sorted(set(part) - set(have))
+        if unknown:
+            raise ValueError(f"fine-tune {folder} changes {unknown[:3]}, which {type(model).__name__} does not "
+                             f"have: wrong base model?")
     with torch.no_grad():
-        for k, v in delta.items():
-            params[k].copy_(v.to(params[k].device, params[k].dtype))
+        for part, have in ((delta, params), (text, te_params)):
+            for k, v in part.items():
+                have[k].copy_(v.to(have[k].device, have[k].dtype))

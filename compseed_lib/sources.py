@@ -46,6 +46,7 @@ def trained_counts(source: str) -> tuple[int, int] | None:
 
 FINETUNE_FILE = "compseed_finetune.json"  # finetune.ADAPTER_FILE: a base model + changed weights
 DELTA_FILE = "delta.safetensors"  # a fine-tune's changed weights (finetune writes it, `apply_delta` loads it)
+TEXT_ENCODER_PREFIX = "text_encoder."  # in a delta: the text encoder's changed weights (finetune.text_encoder)
 
 
 def finetune_folder(source: str) -> Path | None:

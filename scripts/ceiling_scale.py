@@ -10,6 +10,7 @@ held-out prompts and evaluation seeds against the run's base arm (the paired tab
 Usage:
     .venv/bin/python scripts/ceiling_scale.py runs/effect-pixart-web --images 1200 --steps 1000 --lr 1e-4
     .venv/bin/python scripts/ceiling_scale.py runs/effect-pixart-web --patterns '.*' --tag all   # every weight
+    .venv/bin/python scripts/ceiling_scale.py runs/effect-sd-web --text-encoder '.*' --tag te   # q/k + text encoder
 Writes runs/<run>/dataset_ceiling_<images>/, finetune/ceiling_<images>_<steps>[_tag]/ and
 tables/ceiling_scale_ceiling_<images>_<steps>[_tag].csv; prints counting and spatial accuracy with gain, interval and p.
 """
@@ -38,6 +39,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--patterns", nargs="+", help="train these weights (regexes over parameter names, e.g. "
                                                   "'.*' for the whole denoiser) instead of the run's q/k selection")
+    ap.add_argument("--text-encoder", nargs="+", metavar="PATTERN",
+                    help="train these text-encoder weights too (regexes over its parameter names, e.g. '.*'); "
+                         "the paper keeps it frozen")
     ap.add_argument("--tag", default="", help="a name for this variant (folders and stages)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -55,6 +59,8 @@ def main() -> int:
     ft = dataclasses.replace(cfg.finetune, method="qk", steps=args.steps, lr=args.lr, grid=None)
     if args.patterns:
         ft = dataclasses.replace(ft, patterns=args.patterns, blocks=None)
+    if args.text_encoder:
+        ft = dataclasses.replace(ft, text_encoder=args.text_encoder)
     variant = f"{name}_{args.steps}{'_' + args.tag if args.tag else ''}"
     target = run.root / "finetune" / variant / "model"
     finetune.trained(run, cfg.model.pipeline, folder, ft, target, f"eval_{variant}", device=cfg.model.device)
