@@ -217,7 +217,7 @@ def test_kill_9_during_a_finetune_then_resume_gives_the_uninterrupted_delta(tmp_
     x, y = load_file(str(whole / F.DELTA_FILE)), load_file(str(resumed / F.DELTA_FILE))
     # CPU kernels may sum in another order after a restart, and 60 steps at lr 1e-2 grow that rounding (measured
     # up to 3e-5 over repeated runs); a lost, repeated or misordered step moves a weight by ~lr, 100x the bound
-    base = dict(load_pipeline_unet().named_parameters())
+    base = {k: v.detach() for k, v in load_pipeline_unet().named_parameters()}
     worst = max(float((x[k] - y[k]).abs().max()) for k in x)
     moved = max(float((x[k] - base[k]).abs().max()) for k in x)
     assert x.keys() == y.keys() and worst <= 1e-4, worst
