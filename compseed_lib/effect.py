@@ -145,6 +145,11 @@ def paper_model_for(pipeline: str) -> str:
     return "PixArt-α" if "pixart" in str(pipeline).lower() else "SD 2.1"
 
 
+def paper_gains_text(paper: str) -> str:
+    """The paper's q/k gains for one of its models as the tables show them: '+29.3% / +60.7%'."""
+    return f"+{PAPER_GAINS[paper]['count']:.1%} / +{PAPER_GAINS[paper]['spatial']:.1%}"
+
+
 def direction(lo: float, hi: float) -> str:
     """Which way an arm went, read from the 95% interval of its gain: 'gain', 'loss' or 'no clear change'."""
     if pd.isna(lo) or pd.isna(hi):
@@ -163,8 +168,7 @@ def beside_paper(table: pd.DataFrame, paper: str) -> pd.DataFrame:
             row[name] = _fmt_cell(r, kind)
             row[f"{name}: direction"] = ("" if r["arm"] == "base" else
                                          direction(r.get(f"{kind}_gain_lo", np.nan), r.get(f"{kind}_gain_hi", np.nan)))
-        row[f"paper (q/k, {paper})"] = (f"+{PAPER_GAINS[paper]['count']:.1%} / +{PAPER_GAINS[paper]['spatial']:.1%}"
-                                        if r["arm"] == "qk" else "")
+        row[f"paper (q/k, {paper})"] = paper_gains_text(paper) if r["arm"] == "qk" else ""
         out.append(row)
     return pd.DataFrame(out)
 
@@ -222,8 +226,7 @@ def markdown(table: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         r = pd.Series(r._asdict())
-        paper = (f"+{PAPER_GAINS[r['paper_model']]['count']:.1%} / +{PAPER_GAINS[r['paper_model']]['spatial']:.1%} "
-                 f"({r['paper_model']})" if r["arm"] == "qk" else "")
+        paper = f"{paper_gains_text(r['paper_model'])} ({r['paper_model']})" if r["arm"] == "qk" else ""
         lines.append(f"| {r['generator']} | {r['captions']} | {r['arm']} | {_fmt_cell(r, 'count')} | "
                      f"{_fmt_cell(r, 'spatial')} | {paper} |")
     return "\n".join(lines)

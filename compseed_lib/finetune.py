@@ -135,34 +135,6 @@ def _encode_dataset(pipe, dataset_dir: str | Path, work: Path, device) -> tuple[
     return latents, captions
 
 
-def freeze_text_encoder_except(text_encoder: torch.nn.Module, patterns: Sequence[str]) -> list[str]:
-    """Freeze the text encoder but the parameters `patterns` (regexes over its parameter names) pick; their
-    names. A pattern set that picks nothing is an error naming a few of the names there are."""
-    regs = [re.compile(p) for p in patterns]
-    names = [n for n, _ in text_encoder.named_parameters()]
-    picked = [n for n in names if any(r.search(n) for r in regs)]
-    if not picked:
-        raise ValueError(f"finetune.text_encoder {list(patterns)!r} matches no parameter of "
-                         f"{type(text_encoder).__name__} (e.g. {names[:3]})")
-    text_encoder.requires_grad_(False)
-    keep = set(picked)
-    for n, p in text_encoder.named_parameters():
-        p.requires_grad_(n in keep)
-    log.info("text encoder trains too: %d tensors, %.2fM parameters", len(picked),
-             sum(p.numel() for n, p in text_encoder.named_parameters() if n in keep) / 1e6)
-    return picked
-
-
-def _caption_ids(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask of every caption, the empty caption last, padded as `encode_text` pads."""
-    from .pipelines import MAX_TEXT_TOKENS
-
-    tok = pipe.tokenizer
-    got = tok(captions + [""], padding="max_length", max_length=min(int(tok.model_max_length), MAX_TEXT_TOKENS),
-              truncation=True, return_tensors="pt")
-    return got.input_ids.to(device), got.attention_mask.to(device)
-
-
 def _text_states(pipe, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frozen text states (and PixArt's padding mask, else None) of every caption, the empty caption last
     (for caption dropout)."""
@@ -179,7 +151,7 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     from diffusers import DDPMScheduler
 
     from .config import ModelConfig, check_finetune
-    from .pipelines import denoise, denoiser, load_pipeline
+    from .pipelines import denoise, denoiser, load_pipeline, text_ids
     from .training import LoopConfig, Trainer
 
     # 1. Check inputs, load the base model and encode the data once
@@ -208,13 +180,18 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
                  n_train / 1e6)
     params = [p for p in module.parameters() if p.requires_grad]
     modules = {"denoiser": module}
-    te_names, ids, id_mask = [], None, None
+    te_names, ids = [], None
     if cfg.text_encoder:  # the text encoder's selected weights train too: captions are encoded at each step
         te = pipe.text_encoder
-        te_names = freeze_text_encoder_except(te, cfg.text_encoder)
+        try:
+            te_names = selected(te, cfg.text_encoder)
+        except ValueError as e:
+            raise ValueError(f"finetune.text_encoder: {e}") from None
+        log.info("the text encoder trains too")
+        freeze_except(te, cfg.text_encoder)
         modules["text_encoder"] = te
         params += [p for p in te.parameters() if p.requires_grad]
-        ids, id_mask = _caption_ids(pipe, captions, dev)
+        ids = text_ids(pipe, captions + [""], dev)[0]  # the empty caption last, as in `states`
     loop = Trainer(modules, ema=list(modules), params=params, work_dir=work, device=dev,
                    cfg=LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, ema_decay=cfg.ema_decay,
                                   seed=cfg.seed, grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
@@ -226,9 +203,11 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         idx = torch.randint(len(latents), (cfg.batch,), generator=g)
         z0 = latents[idx].to(dev)
         idx[torch.rand(cfg.batch, generator=g) < cfg.cond_drop] = len(states) - 1  # the empty caption
-        cond, mask = states[idx].to(dev), None if masks is None else masks[idx].to(dev)
-        if ids is not None:
-            cond = m["text_encoder"](ids[idx], attention_mask=None if masks is None else id_mask[idx])[0]
+        mask = None if masks is None else masks[idx].to(dev)
+        if ids is None:
+            cond = states[idx].to(dev)
+        else:
+            cond = m["text_encoder"](ids[idx], attention_mask=mask)[0]  # PixArt's padding mask, else None
         noise = torch.randn(z0.shape, generator=g).to(dev)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=g).to(dev)
         zt = sched.add_noise(z0, noise, t)
@@ -246,15 +225,15 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
     if cfg.method == "lora":
         net = module.merge_and_unload()  # LoRA folded into the projections: the same delta format as q/k
     # 5. Save the changed weights beside the base model's name
-    tensors = {k: v for k, v in net.named_parameters() if k in set(names)}
+    net_params = dict(net.named_parameters())
+    tensors = {k: net_params[k] for k in names}
     if te_names:
         te_params = dict(pipe.text_encoder.named_parameters())
         tensors.update({f"{TEXT_ENCODER_PREFIX}{k}": te_params[k] for k in te_names})
     return save_delta(tensors, out_dir, base=str(model),
                       record={**settings_record(cfg), "dataset": dataset_fingerprint(dataset_dir),
                               "selection": sel if cfg.blocks is None else cfg.blocks,
-                              "trainable_parameters": n_train + sum(t.numel() for k, t in tensors.items()
-                                                                    if k.startswith(TEXT_ENCODER_PREFIX)),
+                              "trainable_parameters": sum(p.numel() for p in params),
                               "changed_parameters": sum(t.numel() for t in tensors.values()), "steps": loop.step,
                               "images": len(captions), "history": history})
 

@@ -81,15 +81,22 @@ def denoiser(pipe):
 MAX_TEXT_TOKENS = 120  # PixArt-alpha's max_sequence_length: the window of a T5 tokenizer without one
 
 
+def text_ids(pipe, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, attention mask) of `texts` as the pipeline's text encoder takes them: padded to the
+    tokenizer's window (at most MAX_TEXT_TOKENS), truncated beyond it."""
+    tok = pipe.tokenizer
+    got = tok(texts, padding="max_length", max_length=min(int(tok.model_max_length), MAX_TEXT_TOKENS),
+              truncation=True, return_tensors="pt")
+    return got.input_ids.to(device), got.attention_mask.to(device)
+
+
 def encode_text(pipe, texts: list[str], device, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(text states, attention mask) the denoiser attends to, as the pipeline makes them: CLIP states
     of max-length padded ids, mask None (SD family); T5 states with padding masked, and the mask
     (PixArt, whose transformer masks the padding in cross-attention too)."""
-    tok, enc = pipe.tokenizer, pipe.text_encoder
+    enc = pipe.text_encoder
     masked = getattr(denoiser(pipe), "config", {}).get("caption_channels") is not None
-    length = min(int(tok.model_max_length), MAX_TEXT_TOKENS)
-    got = tok(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-    ids, mask = got.input_ids.to(device), got.attention_mask.to(device)
+    ids, mask = text_ids(pipe, texts, device)
     with torch.no_grad():
         states = torch.cat([enc(ids[i:i + batch], attention_mask=mask[i:i + batch] if masked else None)[0]
                             for i in range(0, len(ids), batch)])
