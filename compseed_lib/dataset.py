@@ -262,17 +262,19 @@ def random_seed_jobs(prompts: Sequence[Prompt], n_per_prompt: int, base: int, av
 
 
 def validation_split(prompts: Sequence[Prompt], share: float, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
-    """(fit, validation): `share` of each kind's prompts (at least one when share > 0) drawn at random with
-    `seed` for choosing fine-tune settings; every dataset is built from the rest."""
-    import numpy as np
+    """(fit, validation): `share` of each kind's prompts (at least one when share > 0, never all) for choosing
+    fine-tune settings; every dataset is built from the rest. The validation prompts are a balanced sample
+    (`prompts.balanced` with `seed`): spread over every factor and pair of factors, so both parts cover
+    every object, background, count and relation."""
+    from .prompts import balanced
 
     if share <= 0:
         return list(prompts), []
-    rng, val_ids = np.random.default_rng(seed), set()
+    val_ids: set[str] = set()
     for kind in sorted({p.kind for p in prompts}):
-        ids = sorted(p.id for p in prompts if p.kind == kind)
-        n = min(len(ids) - 1, max(1, round(share * len(ids))))
-        val_ids.update(rng.choice(ids, size=n, replace=False).tolist() if n > 0 else [])
+        ps = [p for p in prompts if p.kind == kind]
+        n = min(len(ps) - 1, max(1, round(share * len(ps))))
+        val_ids.update(p.id for p in balanced(ps, n, seed=seed + 1))  # not the sample `limit` takes
     return [p for p in prompts if p.id not in val_ids], [p for p in prompts if p.id in val_ids]
 
 

@@ -14,6 +14,7 @@ Usage:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -217,30 +218,114 @@ def spatial_prompts(world: str | Path = "miniworld", split: str = "train") -> li
     return out
 
 
-def _spread(ps: list[Prompt], limit: int) -> list[Prompt]:
-    """`limit` prompts taken round-robin over categories, evenly spaced within each (file order kept)."""
-    by_cat: dict[str, list[Prompt]] = {}
-    for p in ps:
-        by_cat.setdefault(p.category, []).append(p)
-    per = -(-limit // len(by_cat))
-    picks = {c: [v[int(i * len(v) / min(per, len(v)))] for i in range(min(per, len(v)))]
-             for c, v in by_cat.items()}
-    order = [p for i in range(per) for v in picks.values() if i < len(v) for p in [v[i]]][:limit]
-    keep = {p.id for p in order}
-    return [p for p in ps if p.id in keep]
+def factors(p: Prompt) -> dict[str, str]:
+    """The factors a prompt set varies, as a sample must spread over them: object, background and count of a
+    counting prompt; object A, object B, their unordered pair and the relation of a spatial one."""
+    if p.kind == "count":
+        return {"object": p.obj.name, "background": str(p.background), "count": str(p.count)}
+    pair = " & ".join(sorted((p.obj.name, p.obj_b.name)))  # type: ignore[union-attr]
+    return {"object": p.obj.name, "object_b": p.obj_b.name, "pair": pair,  # type: ignore[union-attr]
+            "relation": str(p.relation)}
+
+
+MARGINAL_WEIGHT, T0, STEPS0, FIRST_PAIR = 1000.0, 2.0, 4000, 30.0
+
+
+@functools.lru_cache(maxsize=256)
+def _design(keys: tuple[tuple[str, ...], ...], ids: tuple[str, ...], n: int, seed: int) -> frozenset[int]:
+    """Indices of the `n` rows of `keys` (each row: its factors' levels) that `balanced` keeps."""
+    import math
+    import random
+
+    k = len(keys[0])
+    terms = [(f,) for f in range(k)] + [(f, g) for f in range(k) for g in range(f + 1, k)]
+    # per term: each row's level (or cell of two levels) as an index, its weight and its even share
+    cols, weights, shares = [], [], []
+    for t in terms:
+        cells = [tuple(row[f] for f in t) for row in keys]
+        index = {c: i for i, c in enumerate(sorted(set(cells)))}
+        cols.append([index[c] for c in cells])
+        weights.append(MARGINAL_WEIGHT if len(t) == 1 else FIRST_PAIR if t == (0, 1) else 1.0)
+        shares.append(n / len(index))
+    counts = [[0.0] * (max(c) + 1) for c in cols]
+    rng = random.Random(f"{seed}:{n}:" + ",".join(sorted(ids)))
+    order = sorted(range(len(keys)), key=lambda i: hashlib.sha1(f"{seed}:{ids[i]}".encode()).digest())
+
+    def add_cost(i: int) -> float:  # (c + 1 - s)^2 - (c - s)^2 summed over the row's levels and cells
+        return sum(w * (2 * (cnt[c[i]] - s) + 1) for c, cnt, w, s in zip(cols, counts, weights, shares))
+
+    inside: set[int] = set()
+    for _ in range(n):  # greedy start: the row that adds least (ties: by hash, never by file order)
+        best = min((i for i in order if i not in inside), key=add_cost)
+        inside.add(best)
+        for c, cnt in zip(cols, counts):
+            cnt[c[best]] += 1
+    outside = [i for i in order if i not in inside]
+    inside_l = [i for i in order if i in inside]
+
+    def swap_delta(i: int, o: int) -> float:  # objective change of taking o in for i
+        d = 0.0
+        for c, cnt, w in zip(cols, counts, weights):
+            a, b = c[i], c[o]
+            if a != b:
+                d += w * (2 * (cnt[b] - cnt[a]) + 2)
+        return d
+
+    def objective() -> float:
+        return sum(w * sum((x - s) ** 2 for x in cnt) for cnt, w, s in zip(counts, weights, shares))
+
+    # simulated annealing over one-for-one swaps; the best sample seen is kept
+    best_obj, best_set, cur = objective(), set(inside_l), objective()
+    steps = STEPS0 + 40 * len(keys)
+    for step in range(steps):
+        temp = T0 * (0.002 ** (step / steps))
+        a, b = rng.randrange(len(inside_l)), rng.randrange(len(outside))
+        i, o = inside_l[a], outside[b]
+        d = swap_delta(i, o)
+        if d <= 0 or rng.random() < math.exp(-d / temp):
+            for c, cnt in zip(cols, counts):
+                cnt[c[i]] -= 1
+                cnt[c[o]] += 1
+            inside_l[a], outside[b] = o, i
+            cur += d
+            if cur < best_obj - 1e-9:
+                best_obj, best_set = cur, set(inside_l)
+    return frozenset(best_set)
+
+
+def balanced(ps: list[Prompt], n: int, seed: int = 0) -> list[Prompt]:
+    """`n` prompts of one kind spread over every factor and every pair of factors as evenly as `n` allows
+    (file order kept).
+
+    The sample minimises the squared distance of each level's count from its even share, over the factors
+    (weighted so that they come first) and over the cells of every pair of factors (`factors`): a greedy start,
+    then simulated annealing over one-for-one swaps. Ties and the search's randomness come from hashes of the
+    prompt ids and `seed`, never from file order. An evenly spaced pick from a file sorted by factor aliases
+    with the factors (every 5th prompt of an object x count x background file is one background); this one
+    cannot. The same prompts, `n` and `seed` give the same sample."""
+    if n >= len(ps):
+        return list(ps)
+    if n <= 0:
+        return []
+    keys = tuple(tuple(factors(p).values()) for p in ps)
+    if len({len(k) for k in keys}) != 1:
+        raise ValueError("balanced() takes prompts of one kind")
+    keep = _design(keys, tuple(p.id for p in ps), n, seed)
+    return [p for i, p in enumerate(ps) if i in keep]
 
 
 def load(world: str | Path = "miniworld", split: str = "train",
          kinds: tuple[str, ...] = ("count", "spatial"), counts: tuple[int, ...] = (2, 3, 4, 5, 6),
          limit: int | None = None) -> list[Prompt]:
-    """Numerical and/or spatial prompts of a world and split; `limit` keeps an even spread per kind."""
+    """Numerical and/or spatial prompts of a world and split; `limit` keeps at most that many of each kind,
+    spread over every factor and pair of factors (`balanced`)."""
     unknown = set(kinds) - {"count", "spatial"}
     if unknown:
         raise PromptFileError(f"unknown prompt kinds {sorted(unknown)}: use 'count' and/or 'spatial'")
     out: list[Prompt] = []
     for kind in kinds:
         ps = numerical_prompts(world, split, counts) if kind == "count" else spatial_prompts(world, split)
-        out.extend(_spread(ps, limit) if limit is not None and len(ps) > limit else ps)
+        out.extend(balanced(ps, limit) if limit is not None and len(ps) > limit else ps)
     ids = [p.id for p in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
