@@ -30,7 +30,8 @@ class PromptConfig:
     split: str = "train"  # prompts the seeds are mined on
     kinds: list[str] = field(default_factory=lambda: ["count", "spatial"])
     counts: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
-    limit: int | None = None  # at most this many prompts per kind, evenly spread
+    limit: int | None = None  # the seeds are mined on at most this many prompts per kind, a sample spread over
+    #                           every factor and pair of factors (prompts.balanced); None: all
 
 
 @dataclass
@@ -76,6 +77,9 @@ class MiningConfig:
 
 @dataclass
 class DatasetConfig:
+    prompts: str = "all"  # 'all': every prompt of the training split (every object on every background at
+    #                       every count; every pair under every relation), as the paper builds its dataset;
+    #                       'mining': only the prompts the seeds were mined on (prompts.limit)
     per_prompt: int | None = None  # top seeds used per training prompt (None: all `mining.top_n`)
     random_seed_base: int = 100_000  # the random-seed control draws from [base, base + 100_000)
     validation: float = 0.0  # share of the training prompts (per kind) kept out of every dataset: the prompts
@@ -90,6 +94,8 @@ class EvalConfig:
     n_bootstrap: int = 2000
     judge: str | None = None  # a judge registry name for evaluation only (paper: gpt-4o); None: the run's judge
     judge_base_url: str | None = None  # that judge's endpoint when not the registry's (a proxy; a rehearsal)
+    in_distribution: int = 0  # also score every arm on this many of the datasets' own training prompts per kind
+    #                           (a balanced sample) under the evaluation seeds: held-out seeds, in distribution
 
 
 @dataclass
@@ -99,6 +105,9 @@ class GridConfig:
 
     steps: list[int] = field(default_factory=lambda: [100, 200, 400])
     lr: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    weights: list[str] = field(default_factory=lambda: ["qk"])  # which weights train (finetune.WEIGHTS): 'qk'
+    #   the configured selection; 'qkvo' q/k/v/out of the same blocks; 'attention' every attention weight;
+    #   'all' every weight of the denoiser
     seeds: list[int] = field(default_factory=lambda: list(range(2000, 2016)))  # disjoint from mining and evaluation
 
 
@@ -180,6 +189,7 @@ _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 # Named parameter selections for fine-tuning (finetune.selection): regexes over the denoiser's parameter
 # names. The configuration names them; `finetune` applies them.
 QK_WEIGHTS = r"attn[12]\.to_[qk]\.weight$"
+GRID_WEIGHTS = ("qk", "qkvo", "attention", "all")  # what finetune.grid.weights may name (finetune.widened)
 SELECTIONS: dict[str, list[str]] = {
     # the paper's: q and k of self- (attn1) and cross-attention (attn2) in d1, d2, mid, u1, u2
     "d1d2mu1u2": [rf"^down_blocks\.[12]\..*{QK_WEIGHTS}", rf"^mid_block\..*{QK_WEIGHTS}",
@@ -363,6 +373,8 @@ def check_grid(cfg: RunConfig) -> None:
         raise _bad("finetune.grid.steps", g.steps, "a non-empty list of step counts >= 1")
     if not g.lr or any(lr <= 0 for lr in g.lr):
         raise _bad("finetune.grid.lr", g.lr, "a non-empty list of learning rates > 0")
+    if not g.weights or set(g.weights) - set(GRID_WEIGHTS):
+        raise _bad("finetune.grid.weights", g.weights, f"a non-empty list of {list(GRID_WEIGHTS)}")
     check_seeds(g.seeds, "finetune.grid.seeds")
     overlap = sorted(set(g.seeds) & (set(cfg.generate.seeds) | set(cfg.evaluate.seeds)))
     if overlap:
@@ -385,6 +397,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_finetune(cfg.finetune)
     if cfg.dataset.per_prompt is not None and cfg.dataset.per_prompt < 1:
         raise _bad("dataset.per_prompt", cfg.dataset.per_prompt, "at least 1 (or null for every top seed)")
+    if cfg.dataset.prompts not in ("all", "mining"):
+        raise _bad("dataset.prompts", cfg.dataset.prompts, "'all' (every training prompt) or 'mining' (the "
+                                                           "prompts the seeds were mined on)")
+    if cfg.evaluate.in_distribution < 0:
+        raise _bad("evaluate.in_distribution", cfg.evaluate.in_distribution, "a number of prompts per kind >= 0")
     check_seeds(cfg.evaluate.seeds, "evaluate.seeds")
     overlap = sorted(set(cfg.evaluate.seeds) & set(cfg.generate.seeds))
     if overlap:

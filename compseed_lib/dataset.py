@@ -21,7 +21,7 @@ Outputs: `runs/<name>/dataset/` as a Hugging Face imagefolder — `train/<prompt
 Usage:
     rows = rectify(prompt, judged_count)                   # Rectified(text, status, reason)
     jobs = dataset_jobs(prompts, top_seeds_table, per_prompt=1)
-    table = build_dataset(run, pipe, info, prompts, cfg)   # generate, judge, rectify, export
+    tables = build_datasets(run, pipe, info, top, cfg)    # the dataset and its controls, exported
 """
 from __future__ import annotations
 
@@ -278,9 +278,23 @@ def validation_split(prompts: Sequence[Prompt], share: float, seed: int = 0) -> 
     return [p for p in prompts if p.id not in val_ids], [p for p in prompts if p.id in val_ids]
 
 
-def fit_prompts(prompts: Sequence[Prompt], cfg) -> list[Prompt]:
-    """The training prompts the datasets are built from: all, less the validation share (dataset.validation)."""
-    return validation_split(prompts, cfg.dataset.validation, cfg.mining.split_seed)[0]
+def dataset_prompts(cfg) -> list[Prompt]:
+    """The training prompts the datasets are drawn from, the validation share still in: with `dataset.prompts`
+    'all' (the paper's design) every prompt of the training split, so the datasets cover every object on every
+    background at every count and every pair under every relation, whatever subset the seeds were mined on;
+    with 'mining' only the mining prompts (prompts.limit)."""
+    from .prompts import for_config, load
+
+    p = cfg.prompts
+    if cfg.dataset.prompts == "mining":
+        return for_config(p)
+    return load(p.world, p.split, tuple(p.kinds), tuple(p.counts))
+
+
+def fit_prompts(cfg) -> list[Prompt]:
+    """The training prompts the datasets are built from: `dataset_prompts`, less the validation share
+    (dataset.validation)."""
+    return validation_split(dataset_prompts(cfg), cfg.dataset.validation, cfg.mining.split_seed)[0]
 
 
 def ceiling_dataset(run: Run, table: pd.DataFrame, prompts: Sequence[Prompt], cfg,
@@ -313,15 +327,15 @@ def ceiling_dataset(run: Run, table: pd.DataFrame, prompts: Sequence[Prompt], cf
                        path=[files.loc[k, "path"] for k in keys], sha256=[files.loc[k, "sha256"] for k in keys])
 
 
-def build_datasets(run: Run, pipe, info: dict, prompts: Sequence[Prompt], top: pd.DataFrame, cfg,
+def build_datasets(run: Run, pipe, info: dict, top: pd.DataFrame, cfg,
                    progress: bool = True) -> dict[str, pd.DataFrame]:
     """The paper's dataset and its controls, as imagefolders in the run directory:
     `dataset/` (top seeds, rectified), `dataset_random_seeds/` (random seeds, rectified, as many images as
     `dataset/` keeps), `dataset_unrectified/` (the top-seed images with their prompts as captions) and,
     when the `qk_ceiling` arm is evaluated, `dataset_ceiling/` (ground-truth renders of the same prompts,
-    as many as `dataset/` keeps). `prompts`: the training prompts; the validation share
-    (dataset.validation) is left out here."""
-    prompts = fit_prompts(prompts, cfg)
+    as many as `dataset/` keeps). The prompts are `fit_prompts`: every training prompt (dataset.prompts), less
+    the validation share (dataset.validation)."""
+    prompts = fit_prompts(cfg)
     jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt)
     main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, progress)
     per_prompt = max(1, round(len(jobs) / max(1, len(prompts))))

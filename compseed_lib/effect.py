@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Relative gains of the paper's q/k fine-tune on its top-seed dataset (ICLR 2025; ../REFERENCES.md).
 PAPER_GAINS = {"SD 2.1": {"count": 0.293, "spatial": 0.607}, "PixArt-α": {"count": 0.195, "spatial": 0.211}}
 KINDS = ("count", "spatial")
+HELD_OUT, IN_DISTRIBUTION = "held-out prompts", "training prompts, new seeds"  # the two evaluations
 
 
 @dataclass
@@ -132,11 +133,17 @@ def effect_table(cfg: EffectConfig) -> pd.DataFrame:
     for g in cfg.generators:
         run_dir = chain_config(g).run_dir
         try:
-            table = Run.open(run_dir).load_table("evaluation")
+            run = Run.open(run_dir)
+            table = run.load_table("evaluation")
         except (FileNotFoundError, ValueError):
             log.warning("effect: %s has no evaluation table in %s yet", g.name, run_dir)
             continue
-        rows += run_gains(table, g.paper, generator=g.label, captions=g.captions)
+        rows += run_gains(table, g.paper, generator=g.label, captions=g.captions, evaluation=HELD_OUT)
+        try:
+            rows += run_gains(run.load_table("evaluation_in_distribution"), g.paper, generator=g.label,
+                              captions=g.captions, evaluation=IN_DISTRIBUTION)
+        except FileNotFoundError:
+            pass
     return pd.DataFrame(rows)
 
 
@@ -190,7 +197,8 @@ def dataset_table(cfg: EffectConfig) -> pd.DataFrame:
         try:
             grid = run.load_table("finetune_grid")
             chosen, base = grid[grid["chosen"].astype(bool)].iloc[0], grid[grid["steps"] == 0].iloc[0]
-            setting = (f"{int(chosen['steps'])} steps, lr {chosen['lr']:g}: {chosen['accuracy']:.3f} "
+            weights = f"{chosen['weights']} weights, " if "weights" in grid else ""
+            setting = (f"{weights}{int(chosen['steps'])} steps, lr {chosen['lr']:g}: {chosen['accuracy']:.3f} "
                        f"(base {base['accuracy']:.3f})")
         except (FileNotFoundError, IndexError, KeyError):
             setting = "as configured"
@@ -222,13 +230,13 @@ def _fmt_cell(r: pd.Series, kind: str) -> str:
 def markdown(table: pd.DataFrame) -> str:
     """The README table: per generator and arm, counting and spatial as 'accuracy (gain [95% interval], p)'
     and the paper's gain on the q/k row."""
-    lines = ["| generator | captions | arm | counting | spatial | paper (q/k): counting / spatial |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| generator | captions | evaluated on | arm | counting | spatial | paper (q/k): counting / spatial |",
+             "|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         r = pd.Series(r._asdict())
         paper = f"{paper_gains_text(r['paper_model'])} ({r['paper_model']})" if r["arm"] == "qk" else ""
-        lines.append(f"| {r['generator']} | {r['captions']} | {r['arm']} | {_fmt_cell(r, 'count')} | "
-                     f"{_fmt_cell(r, 'spatial')} | {paper} |")
+        lines.append(f"| {r['generator']} | {r['captions']} | {r.get('evaluation', HELD_OUT)} | {r['arm']} | "
+                     f"{_fmt_cell(r, 'count')} | {_fmt_cell(r, 'spatial')} | {paper} |")
     return "\n".join(lines)
 
 
@@ -274,15 +282,21 @@ def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     table = effect_table(cfg)
     text = ["# The paper's effect on the mini-world generators", "",
-            "Accuracy on the held-out prompts; in brackets the paper's relative gain over base, (arm − base) / "
-            "base, with its 95% interval (paired bootstrap over prompts of the difference, over the base "
-            "accuracy) and the paired McNemar p. Rerun: `compseed effect configs/effect/all.yaml`.", ""]
+            "Accuracy on the held-out prompts (new objects and backgrounds, the paper's evaluation) and on the "
+            f"datasets' own training prompts under seeds no dataset image used ({IN_DISTRIBUTION}); in brackets "
+            "the paper's relative gain over base, (arm − base) / base, with its 95% interval (paired bootstrap over "
+            "prompts of the difference, over the base accuracy) and the paired McNemar p. Rerun: "
+            "`compseed effect configs/effect/all.yaml`.", ""]
     if table.empty:
         text += ["No generator has an evaluation table yet.", ""]
     else:
         table.to_csv(out / "effect.csv", index=False)
         text += [markdown(table), "", "![relative gains](gains.png)", ""]
-        plot_gains(table).savefig(out / "gains.png", dpi=120)
+        ev = table["evaluation"] if "evaluation" in table else pd.Series(HELD_OUT, index=table.index)
+        plot_gains(table[ev == HELD_OUT]).savefig(out / "gains.png", dpi=120)
+        if (ev == IN_DISTRIBUTION).any():
+            plot_gains(table[ev == IN_DISTRIBUTION]).savefig(out / "gains_in_distribution.png", dpi=120)
+            text += [f"In distribution ({IN_DISTRIBUTION}): ![relative gains](gains_in_distribution.png)", ""]
         data = dataset_table(cfg)
         if len(data):
             text += ["The datasets: share of each dataset's images the judge found right as prompted (kept "

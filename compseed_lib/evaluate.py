@@ -69,9 +69,32 @@ def arm_jobs(arm: str, prompts: Sequence[Prompt], seeds: Sequence[int], top: pd.
     return dataset_jobs(prompts, top)  # the same rule the dataset uses: each category's top seeds
 
 
+IN_DISTRIBUTION = "indist"  # stage prefix of the in-distribution evaluation (the held-out one's is "eval")
+
+
+def stages(arm: str) -> tuple[str, str]:
+    """The image stages an arm's evaluation writes: held-out prompts, and training prompts in distribution."""
+    return f"eval_{arm}", f"{IN_DISTRIBUTION}_{arm}"
+
+
+def in_distribution_prompts(cfg) -> list[Prompt]:
+    """`evaluate.in_distribution` prompts per kind of the datasets' own training prompts (dataset.fit_prompts),
+    a balanced sample: every arm is scored on them under the evaluation seeds, which no dataset image used.
+    A gain here and none on the held-out prompts is learning the training distribution, not generalising."""
+    from .dataset import fit_prompts
+    from .prompts import balanced
+
+    fit, n = fit_prompts(cfg), cfg.evaluate.in_distribution
+    if n <= 0:
+        return []
+    return [p for kind in dict.fromkeys(q.kind for q in fit)
+            for p in balanced([q for q in fit if q.kind == kind], n, seed=cfg.mining.split_seed + 2)]
+
+
 def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | None, cfg,
-            progress: bool = True, pipeline: str | None = None) -> pd.DataFrame:
-    """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable); its judged rows.
+            progress: bool = True, pipeline: str | None = None, prefix: str = "eval") -> pd.DataFrame:
+    """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable; `prefix`
+    IN_DISTRIBUTION for the training prompts); its judged rows.
     `pipeline`: the model of an arm outside the configured ones (default: the arm's own, `arm_model`)."""
     import dataclasses
 
@@ -81,11 +104,22 @@ def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | N
 
     model = dataclasses.replace(cfg.model, pipeline=pipeline or arm_model(run, arm, cfg.model.pipeline))
     pipe, info = load_pipeline(model)
-    stage = f"eval_{arm}"
+    stage = f"{prefix}_{arm}"
     generate(run, stage, pipe, info, arm_jobs(arm, prompts, cfg.evaluate.seeds, top), cfg.generate,
              progress=progress)
     judged = judge_stage(run, stage, list(prompts), eval_judge(cfg), progress=progress)
     return judged.assign(arm=arm)
+
+
+def in_distribution_table(run: Run, cfg, top: pd.DataFrame | None, progress: bool = True) -> pd.DataFrame | None:
+    """Every arm on `in_distribution_prompts` under the evaluation seeds (stages `indist_<arm>`, resumable),
+    as `arm_table`; None when evaluate.in_distribution is 0."""
+    ps = in_distribution_prompts(cfg)
+    if not ps:
+        return None
+    judged = {arm: run_arm(run, arm, ps, top, cfg, progress=progress, prefix=IN_DISTRIBUTION)
+              for arm in cfg.evaluate.arms}
+    return arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
 
 
 def against_base(run: Run, cfg, pipeline: str, name: str, progress: bool = True) -> pd.DataFrame:
@@ -217,7 +251,7 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
     from . import finetune
     from .tuning import chosen_finetune
 
-    settings, out = chosen_finetune(run, cfg), {}
+    out = {}
     for arm in only or cfg.evaluate.arms:
         if arm not in FINETUNED:
             if only:
@@ -225,8 +259,8 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
             continue
         method, folder = FINETUNED[arm]
         target = finetune_dir(run, arm)
-        ft = dataclasses.replace(settings, method=method)
+        ft = dataclasses.replace(chosen_finetune(run, cfg, method), method=method)
         # trained again when the grid chose again or the dataset changed; then its evaluation images go
-        out[arm] = finetune.trained(run, cfg.model.pipeline, run.root / folder, ft, target, f"eval_{arm}",
+        out[arm] = finetune.trained(run, cfg.model.pipeline, run.root / folder, ft, target, stages(arm),
                                     device=cfg.model.device, progress=progress)
     return out

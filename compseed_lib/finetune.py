@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import QK_WEIGHTS, SELECTIONS
+from .config import GRID_WEIGHTS, QK_WEIGHTS, SELECTIONS
 from .sources import DELTA_FILE, FINETUNE_FILE, TEXT_ENCODER_PREFIX  # the saved format is the loader's
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,34 @@ def lora_targets(model: torch.nn.Module, selection: str | Sequence[str] = "d1d2m
                  blocks: Sequence[int] | None = None) -> list[str]:
     """peft `target_modules`: the full names of the selected projection modules (their '.weight' dropped)."""
     return [n.removesuffix(".weight") for n in selected(model, selection, blocks)]
+
+
+QKVO_WEIGHTS = r"attn[12]\.(to_[qkv]\.weight|to_out\.0\.(weight|bias))$"
+
+
+def widened(cfg, weights: str):
+    """`cfg` (a FinetuneConfig) with another choice of what trains (`finetune.grid.weights`): 'qk' as
+    configured; 'qkvo' q, k, v and the output projection of the same blocks; 'attention' every weight of
+    every attention layer; 'all' every weight of the denoiser. The paper trains q/k of d1d2mu1u2."""
+    import dataclasses
+
+    if weights not in GRID_WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}: use one of {list(GRID_WEIGHTS)}")
+    if weights == "qk":
+        return cfg
+    if weights == "qkvo":
+        if cfg.blocks is not None:
+            pats = [rf"^transformer_blocks\.{b}\.{QKVO_WEIGHTS}" for b in cfg.blocks]
+        else:
+            pats = [p.replace(QK_WEIGHTS, QKVO_WEIGHTS) for p in (cfg.patterns or SELECTIONS[cfg.selection])]
+    else:
+        pats = [r"attn[12]\."] if weights == "attention" else [r".*"]
+    return dataclasses.replace(cfg, patterns=pats, blocks=None)
+
+
+def selection_of(cfg) -> str | list:
+    """What a fine-tune config trains, as its record keeps it: the patterns, the blocks or the selection name."""
+    return cfg.patterns or (list(cfg.blocks) if cfg.blocks is not None else cfg.selection)
 
 
 # ---------------------------------------------------------------------------- training
@@ -173,6 +201,7 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         from peft import LoraConfig, get_peft_model
 
         net.requires_grad_(False)
+        torch.manual_seed(cfg.seed)  # peft draws the adapters' first weights from torch's global generator
         module = get_peft_model(net, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank,
                                                 target_modules=lora_targets(net, sel, cfg.blocks)))
         n_train = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -232,7 +261,7 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         tensors.update({f"{TEXT_ENCODER_PREFIX}{k}": te_params[k] for k in te_names})
     return save_delta(tensors, out_dir, base=str(model),
                       record={**settings_record(cfg), "dataset": dataset_fingerprint(dataset_dir),
-                              "selection": sel if cfg.blocks is None else cfg.blocks,
+                              "selection": selection_of(cfg),
                               "trainable_parameters": sum(p.numel() for p in params),
                               "changed_parameters": sum(t.numel() for t in tensors.values()), "steps": loop.step,
                               "images": len(captions), "history": history})
@@ -243,7 +272,7 @@ def settings_record(cfg) -> dict:
     from the wanted settings is trained again)."""
     return {"method": cfg.method, "lr": cfg.lr, "batch": cfg.batch, "warmup": cfg.warmup,
             "ema_decay": cfg.ema_decay, "seed": cfg.seed, "wanted_steps": cfg.steps,
-            "text_encoder": cfg.text_encoder}
+            "text_encoder": cfg.text_encoder, "selection": selection_of(cfg)}
 
 
 def finished_with(out_dir: str | Path, cfg, dataset_dir: str | Path | None = None) -> bool:
@@ -278,17 +307,19 @@ def keep_or_clear(out_dir: str | Path, cfg, dataset_dir: str | Path) -> bool:
     return False
 
 
-def trained(run, model: str, dataset_dir: str | Path, cfg, out_dir: str | Path, stage: str, device: str = "auto",
-            progress: bool = True) -> Path:
+def trained(run, model: str, dataset_dir: str | Path, cfg, out_dir: str | Path, stage: str | Sequence[str],
+            device: str = "auto", progress: bool = True) -> Path:
     """The fine-tune at `out_dir` of `cfg`'s settings on `dataset_dir`: kept when it is finished so, else
-    trained (an unfinished one resumes). When it is trained, the images of `stage` in `run` are dropped: any
-    there were made by the fine-tune that folder held before (a stage knows its model by the folder's path)."""
+    trained (an unfinished one resumes). When it is trained, the images of `stage` (one or several) in `run` are
+    dropped: any there were made by the fine-tune that folder held before (a stage knows its model by the
+    folder's path)."""
     if keep_or_clear(out_dir, cfg, dataset_dir):
         log.info("fine-tune already at %s", out_dir)
         return Path(out_dir)
-    dropped = run.drop_stage(stage)
-    if dropped:
-        log.info("dropped %d images of stage %s: they were made by the fine-tune trained before", dropped, stage)
+    for st in [stage] if isinstance(stage, str) else stage:
+        dropped = run.drop_stage(st)
+        if dropped:
+            log.info("dropped %d images of stage %s: they were made by the fine-tune trained before", dropped, st)
     return train(model, dataset_dir, cfg, Path(out_dir).parent / "work", out_dir, device=device, progress=progress)
 
 

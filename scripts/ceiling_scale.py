@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compseed_lib import dataset, evaluate, finetune, prompts  # noqa: E402
+from compseed_lib import dataset, evaluate, finetune  # noqa: E402
 from compseed_lib.generate import make_jobs  # noqa: E402
 from compseed_lib.store import Run  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = Run.open(args.run)
     cfg = run.config()
-    fit = dataset.fit_prompts(prompts.for_config(cfg.prompts), cfg)
+    fit = dataset.fit_prompts(cfg)
     per = -(-args.images // len(fit))
     jobs = make_jobs(fit, [300_000 + i for i in range(per)])[:args.images]
     rows = pd.DataFrame([dict(prompt_id=j.prompt.id, seed=j.seed, prompt=j.prompt.text, kind=j.prompt.kind,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compseed_lib import dataset, evaluate, finetune, prompts, tuning  # noqa: E402
+from compseed_lib import dataset, evaluate, finetune, tuning  # noqa: E402
 from compseed_lib.pipelines import load_pipeline  # noqa: E402
 from compseed_lib.store import Run  # noqa: E402
 
@@ -33,7 +33,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = Run.open(args.run)
     cfg = run.config()
-    fit = dataset.fit_prompts(prompts.for_config(cfg.prompts), cfg)
+    fit = dataset.fit_prompts(cfg)
     jobs = dataset.dataset_jobs(fit, run.load_table("top_seeds"), cfg.dataset.per_prompt)
     name = f"g{args.guidance:g}"
     build_cfg = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, guidance=args.guidance))

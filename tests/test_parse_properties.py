@@ -120,6 +120,52 @@ def yes_no_corpus():
 
 CORPUS = yes_no_corpus()
 
+# Frames that affirm the statement they introduce, and frames that deny it: the statement's own negation must
+# still turn the verdict inside them, with the relation asked and without it.
+AFFIRMING = ["it is the case that", "it is true that", "what i see is that", "it is correct that",
+             "i can confirm that", "the truth is that", "it's accurate that", "it is clear that",
+             "i can see that", "the image shows that"]
+DENYING = ["it is not the case that", "it is not true that", "it is false that", "it's incorrect that"]
+
+
+def framed_corpus():
+    """(text, asked relation, truth): a restatement of the asked relation or its converse, negated or not,
+    inside an affirming or a denying frame."""
+    out = []
+    for asked in ASKED:
+        a, rel, b = asked
+        for phrase, said in RELATION_SYNONYMS.items():
+            if said != rel:
+                continue
+            for converse, (copula, negs) in itertools.product((False, True), COPULAS):
+                x, y = (b, a) if converse else (a, b)
+                phrase_c = next(p for p, s in RELATION_SYNONYMS.items() if s == OPPOSITE[rel]) if converse else phrase
+                body = f"the {_noun(x)} {copula} {phrase_c} the {_noun(y)}"
+                holds = not negs % 2
+                for frame, punct in itertools.product(AFFIRMING, PUNCT[:2]):
+                    out.append((_cap(f"{frame} {body}") + punct, asked, holds))
+                for frame in DENYING:
+                    out.append((_cap(f"{frame} {body}") + ".", asked, not holds))
+    return out
+
+
+FRAMED = framed_corpus()
+
+
+def test_framed_statements_keep_their_negation_with_and_without_the_relation():
+    """'It is the case that the apple is not left of the banana' is a no, the relation asked or not."""
+    assert len(FRAMED) >= 3000, len(FRAMED)
+    assert sum(t for *_, t in FRAMED) > 1000 and sum(not t for *_, t in FRAMED) > 1000
+    for with_relation in (True, False):
+        flips, read = [], 0
+        for text, asked, truth in FRAMED:
+            got = parse_yes_no(text, asked if with_relation else None)
+            read += got is not None
+            if got is not None and got != truth:
+                flips.append((text, truth, got))
+        assert not flips, f"relation given: {with_relation}: {len(flips)} read as their opposite, e.g. {flips[:8]}"
+        assert read >= 0.85 * len(FRAMED), f"relation given: {with_relation}: only {read}/{len(FRAMED)} read"
+
 
 def test_yes_no_corpus_is_large_and_balanced():
     assert len(CORPUS) >= 3000, len(CORPUS)
@@ -184,6 +230,13 @@ def count_corpus():
         ("I count {m} {obj} and not {n}.", "m"), ("{m} not {n}", "m"), ("Not {n} {obj}: {m} {obj}.", "m"),
         ("There are {m} {obj} rather than {n} {obj}.", "m"), ("Definitely not {n}; {m}.", "m"),
         ("The number of {obj} is not {n} but {m}.", "m"),
+        # words that exclude a number, as a negation does
+        ("anything but {n}", None), ("Anything but {n}.", None), ("Anything other than {n}.", None),
+        ("Something other than {n} {obj}.", None), ("Except {n}.", None), ("Everything except {n} {obj}.", None),
+        ("Apart from {n}, nothing.", None), ("Save {n}.", None), ("Excluding {n}.", None),
+        ("Any number but {n}.", None), ("Aside from {n} {obj}, none.", None), ("Whatever but {n}.", None),
+        ("{m}; anything but {n}.", "m"), ("{m} {obj}, anything other than {n}.", "m"),
+        ("There are {m} {obj}: anything but {n}.", "m"), ("{m}, something other than {n}.", "m"),
     ]
     for obj in (BALL, TEDDY):
         for n, m in itertools.product((1, 2, 3, 4, 5, 7, 9, 12), (0, 1, 2, 3, 4, 6, 8, 11)):
@@ -217,9 +270,13 @@ def test_no_negated_number_is_read_as_that_number():
 @pytest.mark.parametrize("text,expected", [
     ("There isn't a single ball.", 0), ("Not a single ball is visible.", 0), ("There is not one ball but two.", 2),
     ("not three but four", 4), ("There are 3 balls with no stars.", 3), ("No, 3 balls.", 3),
+    ("anything but 3", None), ("Anything other than three balls.", None), ("Apart from 3, nothing.", None),
+    ("Four balls, anything but three.", 4),
 ])
 def test_named_negated_counts(text, expected):
     assert parse_count(text, BALL) == expected
+    if "ball" not in text.lower():  # no object named: the same reading with no object asked
+        assert parse_count(text) == expected
 
 
 def test_rejudge_finds_and_applies_readings_that_change(tmp_path, capsys):

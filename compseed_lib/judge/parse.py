@@ -262,13 +262,29 @@ _COUNT_CLAUSE = {*_BOUNDARY, ",", "but", "and", "while", "whereas", "although", 
                  "whilst", "so"}
 
 
+# Words that exclude what follows them, as a negation does: "anything but 3", "other than 3", "except 3",
+# "apart from 3", "save 3", "excluding 3", "rather than 3", "instead of 3" (the word, and the one before it).
+_EXCLUDING = {"except", "excluding", "excepting", "save", "besides", "barring"}
+_EXCLUDING_AFTER = {"but": {"anything", "everything", "all", "any", "something", "whatever", "number"},
+                    "than": {"other", "rather", "else", "different"}, "from": {"apart", "aside"},
+                    "of": {"instead", "outside"}, "for": {"except", "save"}}
+
+
+def _excludes(tokens: list[str], i: int) -> bool:
+    """True when tokens[i] ends a word or pair of words that excludes what follows ("anything but", "other
+    than", "except", "apart from", "instead of" ...)."""
+    t = tokens[i] if i < len(tokens) else ""
+    return t in _EXCLUDING or (i > 0 and tokens[i - 1] in _EXCLUDING_AFTER.get(t, ()))
+
+
 def _negated_numbers(tokens: list[str]) -> set[int]:
     """Indices of the tokens that a negation governs, for counts: everything after a negation up to the
     end of its clause ("not 3", "there aren't three balls", "rather than 3", "instead of 3"), and a
-    number whose clause is negated after it ("3 balls are not visible", but not "3, not 4")."""
+    number whose clause is negated after it ("3 balls are not visible", but not "3, not 4"). Words that
+    exclude ("anything but 3", "other than 3", "except 3", "apart from 3") govern as a negation does."""
     out, under, start = set(), False, 0
     for i, t in enumerate(tokens + ["."]):
-        if t in _COUNT_CLAUSE:
+        if t in _COUNT_CLAUSE and not _excludes(tokens, i):
             clause = range(start, i)
             # a verbal negation later in the clause with no number after it governs the clause
             verbal = [j for j in clause if tokens[j] not in ("no", "without", "none", "nothing") and
@@ -278,8 +294,7 @@ def _negated_numbers(tokens: list[str]) -> set[int]:
                 out.update(range(start, verbal[-1]))
             under, start = False, i + 1
             continue
-        if is_negator(t) or (t == "than" and i and tokens[i - 1] == "rather") or \
-                (t == "of" and i and tokens[i - 1] == "instead"):
+        if is_negator(t) or _excludes(tokens, i):
             under = True
         if under:
             out.add(i)
@@ -313,6 +328,7 @@ def parse_count(text, obj: Obj | str | None = None) -> int | None:
     mentions_asked = any(_match(tokens, i, asked) for i in range(len(tokens)))
     kinds: dict[str, set[int]] = {"asked": set(), "other": set(), "free": set()}
     negated = _negated_numbers(tokens)
+    excluding = any(_excludes(tokens, i) for i in range(len(tokens)))
     none_of_asked = False  # "there isn't a single ball", "not a ball": a zero
     for start, end, n in _numbers(tokens, singular):
         kind = _counted(tokens, start, end, asked, vocab)
@@ -322,6 +338,8 @@ def parse_count(text, obj: Obj | str | None = None) -> int | None:
         kinds["free" if kind == "other" and obj is None else kind].add(n)  # no object asked: any noun will do
     if kinds["asked"]:
         return kinds["asked"].pop() if len(kinds["asked"]) == 1 else None
+    if excluding and not kinds["free"]:
+        return None  # "anything but 3", "apart from 3, nothing": what is excluded is not what is there
     if none_of_asked and not kinds["free"]:
         return 0
     if _zero_for(tokens, asked, mentions_asked):
@@ -514,9 +532,10 @@ def _governed(prefix: list[str]) -> int:
     return negs
 
 
-def _clause_verdicts(clause: str, relation) -> list:
+def _clause_verdicts(clause: str, relation, infer: bool = True) -> list:
     """The verdicts one clause states (True / False, or _WEAK_YES for a bare intensifier); raises
-    _Unknown for a negation it cannot place."""
+    _Unknown for a negation it cannot place. With no relation asked and `infer`, a clause that states a
+    relation is read as a restatement of the asked one."""
     tokens = [t for t in _TOKEN.findall(clause) if t not in _BOUNDARY and t != ","]
     out: list = []
     while tokens and (tokens[0] in PARTICLE_YES or tokens[0] in ("nope", "nah") or
@@ -530,6 +549,9 @@ def _clause_verdicts(clause: str, relation) -> list:
     for t, u in zip(tokens, tokens[1:]):
         if is_negator(t) and u in INTENSIFIERS:
             raise _Unknown  # "not definitely", "isn't exactly": a hedge
+    stated = _stated_relation(tokens) if relation is None and infer else None
+    if stated is not None:  # no relation asked: a clause that states one is read as restating it (parse_yes_no)
+        return _clause_verdicts(clause, stated)
     if all(t in _FUNCTION or t in INTENSIFIERS or is_negator(t) for t in tokens):
         if any(t in _VERBS or is_negator(t) for t in tokens):
             out.append(sum(map(is_negator, tokens)) % 2 == 0)  # "Definitely not", "It is", "Not at all"
@@ -573,7 +595,30 @@ def _clause_verdicts(clause: str, relation) -> list:
     tail = tokens[cores[-1][1]:]
     if any(is_negator(t) for t in tail) and all(t in _GOVERNING or is_negator(t) for t in tail):
         raise _Unknown  # "true, not" / "the ball is left of the star not": a trailing negation
+    if any(is_negator(t) for t in tail):
+        raise _Unknown  # "it is true that it is not left of the banana": a negation no core placed
     return out
+
+
+def _stated_relation(tokens: list[str]) -> tuple[str, str, str] | None:
+    """(word before, relation, word after) of the first relation phrase in `tokens` ("the apple is not left
+    of the banana" -> ('apple', 'left', 'banana')), skipping the words a restatement allows between them;
+    None when there is none."""
+    phrases = sorted(((tuple(p.split()), r) for p, r in RELATION_SYNONYMS.items()), key=lambda x: -len(x[0]))
+    for j in range(len(tokens)):
+        hit = next(((ph, r) for ph, r in phrases if tuple(tokens[j:j + len(ph)]) == ph), None)
+        if not hit:
+            continue
+        i = j - 1
+        while i >= 0 and (tokens[i] in _GAP or is_negator(tokens[i])) and tokens[i] not in ("it", "it's", "its"):
+            i -= 1
+        k = j + len(hit[0])
+        while k < len(tokens) and tokens[k] in ("the", "a", "an"):
+            k += 1
+        if i >= 0 and k < len(tokens) and tokens[i].isalpha() and tokens[k].isalpha():
+            return tokens[i], hit[1], tokens[k]
+        return None
+    return None
 
 
 def parse_yes_no(text, relation: tuple[Obj | str, str, Obj | str] | None = None) -> bool | None:
@@ -593,10 +638,28 @@ def parse_yes_no(text, relation: tuple[Obj | str, str, Obj | str] | None = None)
     s = _normalise(value)
     if _REFUSAL.search(s) or _YES_NO_HEDGE.search(s):
         return None
+    read = _verdict(s, relation)
+    if relation is not None:
+        return read
+    # No relation asked. A clause that states one is read as restating the asked relation, so that its
+    # negations are placed ("it is the case that the apple is not left of the banana" is a no). Read without
+    # that, the answer may differ only where a particle meets another relation plainly stated ("No, the ball
+    # is right of the star": the particle's verdict, and the relation that holds instead).
+    plain = _verdict(s, None, infer=False)
+    if read == plain or plain is None:
+        return read
+    rest = _tokens(s)
+    while rest and (rest[0] in PARTICLE_YES | PARTICLE_NO or rest[0] == ","):
+        rest = rest[1:]
+    return plain if not any(map(is_negator, rest)) else None
+
+
+def _verdict(s: str, relation, infer: bool = True) -> bool | None:
+    """The one verdict of every clause of a normalised answer, or None (none, several, or unplaceable)."""
     verdicts: list = []
     try:
         for clause in _clauses(s):
-            verdicts += _clause_verdicts(clause, relation)
+            verdicts += _clause_verdicts(clause, relation, infer)
     except _Unknown:
         return None
     strong = [v for v in verdicts if v is not _WEAK_YES]
