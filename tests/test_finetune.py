@@ -326,3 +326,51 @@ def test_a_text_encoder_pattern_that_picks_nothing_names_the_parameters(tmp_path
             check_finetune(FinetuneConfig(text_encoder=bad))
     with pytest.raises(ConfigError, match="finetune.text_encoder"):
         check_finetune(FinetuneConfig(method="lora", text_encoder=[".*"]))
+
+
+LORA_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[3])
+from compseed_lib import finetune as F
+from compseed_lib.config import FinetuneConfig
+torch.rand(int(sys.argv[4]))  # other work drew from torch's global generator first, by a different amount
+F.train("tiny-sd", sys.argv[1], FinetuneConfig(method="lora", steps=4, batch=4, lr=1e-2, warmup=1, lora_rank=2,
+        checkpoint_every=2, ema_decay=0.5), sys.argv[2] + "/work", sys.argv[2] + "/out", "cpu", False)
+"""
+
+
+def test_two_lora_fine_tunes_in_fresh_processes_give_identical_deltas(tmp_path, cache):
+    """The adapters' first weights come from the fine-tune's own seed, not from whatever torch's global
+    generator holds (a resumed chain, another notebook cell): two processes give the same bytes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = _tiny_dataset(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "COMPSEED_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    for name, draws in (("a", 1), ("b", 977)):
+        subprocess.run([sys.executable, "-c", LORA_SCRIPT, str(data), str(tmp_path / name), str(repo / "tests"),
+                        str(draws)], cwd=repo, env=env, check=True, capture_output=True)
+    a, b = ((tmp_path / n / "out" / F.DELTA_FILE).read_bytes() for n in ("a", "b"))
+    assert a == b
+
+
+def test_widened_weights_pick_qkvo_attention_or_everything():
+    from compseed_lib.config import FinetuneConfig
+
+    unet = load_pipeline_unet()
+    cfg = FinetuneConfig(selection="d1d2mu1u2")
+    qk = set(F.selected(unet, cfg.selection))
+    picks = {w: set(F.selected(unet, (F.widened(cfg, w).patterns or cfg.selection))) for w in
+             ("qk", "qkvo", "attention", "all")}
+    assert picks["qk"] == qk < picks["qkvo"] < picks["attention"] < picks["all"]
+    assert picks["all"] == {n for n, _ in unet.named_parameters()}
+    assert all(".attn" in n for n in picks["attention"])
+    assert {n.rsplit(".", 2)[-2] for n in picks["qkvo"] - qk} >= {"to_v", "0"}  # v and the output projection
+    blocks = FinetuneConfig(blocks=[1])
+    assert F.widened(blocks, "qkvo").blocks is None and all(
+        p.startswith(r"^transformer_blocks\.1\.") for p in F.widened(blocks, "qkvo").patterns)
+    with pytest.raises(ValueError, match="unknown weights"):
+        F.widened(cfg, "everything")
