@@ -32,7 +32,10 @@ def export_html(notebook: Path) -> Path:
     quiet = logging.getLogger("traitlets")
     level, quiet.level = quiet.level, logging.ERROR  # nbconvert's per-image alt-text notices
     try:
-        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+        nb = nbformat.read(notebook, as_version=4)
+        nb.metadata["title"] = notebook.stem  # the page's title (nbconvert's default says "Notebook")
+        body, _ = HTMLExporter(template_name="lab").from_notebook_node(
+            nb, resources={"metadata": {"name": notebook.stem}})
     finally:
         quiet.setLevel(level)
     out = notebook.with_suffix(".html")
@@ -40,12 +43,12 @@ def export_html(notebook: Path) -> Path:
     return out
 
 
-def thumbnail(figure: Path, folder: Path) -> Path:
-    """A palette PNG copy of `figure` at most THUMB px on its longer side, in `folder`."""
+def thumbnail(figure: Path, folder: Path, name: str | None = None) -> Path:
+    """A palette PNG copy of `figure` at most THUMB px on its longer side, in `folder` (as `name`)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / figure.name
+    out = folder / (name or figure.name)
     with Image.open(figure) as im:
         im = im.convert("RGB")
         im.thumbnail((THUMB, THUMB))
@@ -103,14 +106,19 @@ def write_report(report_dir: str | Path, run_dir: str | Path, notebooks: list[st
         for line in (report_dir / "timings.txt").read_text().splitlines():
             name, _, secs = line.partition("\t")
             timings[name] = secs
-    figures = sorted((report_dir / "figures").glob("*.png")) if (report_dir / "figures").is_dir() else []
-    thumbs = [thumbnail(f, report_dir / "thumbs") for f in figures]
+    fig_dir = report_dir / "figures"  # the stages' figures, then the paper's (figures/paper/, notebook 08)
+    figures = (sorted(fig_dir.glob("*.png")) + sorted(fig_dir.glob("*/*.png"))) if fig_dir.is_dir() else []
+    rel = [f.relative_to(fig_dir).as_posix() for f in figures]
+    thumbs = [thumbnail(f, report_dir / "thumbs", r.replace("/", "__")) for f, r in zip(figures, rel)]
     e = html.escape
     rows = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in key_numbers(run_dir))
     links = "".join(f"<li><a href='{e(n)}.html'>{e(n)}</a> (<a href='{e(n)}.ipynb'>notebook</a>)"
                     f"{' — ' + e(timings[n]) if n in timings else ''}</li>" for n in pages)
-    cards = "".join(f"<figure><a href='figures/{e(f.name)}'><img src='thumbs/{e(t.name)}' alt='{e(f.stem)}'></a>"
-                    f"<figcaption>{e(f.stem)}</figcaption></figure>" for f, t in zip(figures, thumbs))
+    cards = "".join(f"<figure><a href='figures/{e(r)}'><img src='thumbs/{e(t.name)}' alt='{e(r)}'></a>"
+                    f"<figcaption>{e(r.removesuffix('.png'))}"
+                    + (f" (<a href='figures/{e(r.removesuffix('.png'))}.pdf'>pdf</a>)"
+                       if f.with_suffix(".pdf").is_file() else "")
+                    + "</figcaption></figure>" for f, r, t in zip(figures, rel, thumbs))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>compseed report: {e(report_dir.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}

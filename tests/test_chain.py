@@ -305,6 +305,11 @@ def test_the_run_leaves_an_html_report_with_key_numbers_links_and_thumbnails(cha
     assert "seed reliability (all)" in index and "layout: same seed r" in index and "qk: count" in index
     thumbs = sorted((report / "thumbs").glob("*.png"))
     assert thumbs and all(f"thumbs/{t.name}" in index for t in thumbs)
+    paper = sorted((report / "figures" / "paper").glob("*.png"))  # notebook 08's figures, each with its pdf
+    assert paper and all(f"href='figures/paper/{p.name}'" in index and f"figures/paper/{p.stem}.pdf" in index
+                         for p in paper)
+    for name in CHAIN:  # each stage page is titled by its notebook, not "Notebook"
+        assert f"<title>{name}</title>" in (report / f"{name}.html").read_text()
     from PIL import Image
 
     assert all(max(Image.open(t).size) <= 240 for t in thumbs)
