@@ -174,10 +174,10 @@ class SeedBrowser:
 
     def _attention(self, rows: pd.DataFrame, prompt: str) -> np.ndarray | None:
         """The word's cross-attention for each row's seed, the image remade by the model that made it."""
+        import re
+
         from ..attention import word_attention, word_tokens
         from ..pipelines import load_pipeline
-
-        import re
 
         word = self.word_w.value.strip()
         if word.lower() not in re.findall(r"[a-z0-9']+", prompt.lower()):  # before the model loads (seconds)
