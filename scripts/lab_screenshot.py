@@ -6,8 +6,11 @@
 
 Starts `jupyter lab` on loopback with a one-time token, opens notebooks/seed_browser.ipynb, runs all cells,
 waits for the widgets, picks the last category in the category dropdown, types the category's object word
-into "attend to" (so the images are remade with attention overlays), and saves a screenshot. Exits nonzero,
-naming the step, if any of that does not happen within the time limits. Needs a finished run (`make run`).
+into "attend to" (so the images are remade with attention overlays), and saves a screenshot. Then it drives
+what a person does next and asserts what the page shows: a word that is not in the prompt is named on the
+page within 5 s; with every seed deselected no image is left and the page says why; with `--other RUN`, a
+switch to another run shows that run's per-seed accuracies. Exits nonzero, naming the step, if any of that
+does not happen within the time limits. Needs a finished run (`make run`).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/seed_browser.png")
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "")
     ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--other", help="a second run under runs/ to switch to (checks that a switch reloads)")
     args = ap.parse_args(argv)
     if not (REPO / "runs" / args.run / "ledger.sqlite").is_file():
         raise SystemExit(f"no run runs/{args.run}: run `make run` first")
@@ -117,6 +121,11 @@ def _drive(page, base: str, token: str, at, args, out: Path) -> None:
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
     at("wait for the widgets")
     page.wait_for_selector(".widget-dropdown select", state="visible")
+    run_select = page.locator(".widget-dropdown select").nth(0)
+    if run_select.input_value() != args.run:
+        at(f"choose the run {args.run!r}")
+        run_select.select_option(label=args.run)
+        _idle(page)
     at("wait for the image grid")
     page.wait_for_selector(".jp-OutputArea-output img", state="visible")
     selects = page.locator(".widget-dropdown select")
@@ -140,6 +149,59 @@ def _drive(page, base: str, token: str, at, args, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=False)
     print(f"screenshot of the seed browser (category {pick!r}, attention to {word!r}) written to {out}")
+    _interactions(page, at, args, out)
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(500)
+    page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=120000)
+    page.wait_for_timeout(500)
+
+
+def _grid_images(page) -> int:
+    """Images in the browser widget's output area (not the notebook's other outputs)."""
+    return page.locator(".widget-vbox .widget-output img").count()
+
+
+def _interactions(page, at, args, out: Path) -> None:
+    """Drive what a person does next and assert what the page shows: a word not in the prompt is named on
+    the page at once; deselecting every seed leaves no stale image; switching runs shows the other run."""
+    box = page.locator(".widget-text input").first
+    at("type 'zebra' into 'attend to': the page names it")
+    box.fill("zebra")
+    box.press("Enter")
+    page.wait_for_selector("text='zebra' is not a word of", timeout=5000)  # before any model would load
+    if _grid_images(page) != 1:
+        raise RuntimeError(f"expected the image grid beside the message, found {_grid_images(page)} images")
+    box.fill("")
+    box.press("Enter")
+    _idle(page)
+    at("deselect every seed: no stale images, the page says why")
+    seeds = page.locator(".widget-select-multiple select").first
+    seeds.evaluate("s => { for (const o of s.options) o.selected = false; s.dispatchEvent(new Event('change', {bubbles: true})); }")
+    page.wait_for_selector("text=no seed chosen", timeout=10000)
+    _idle(page)
+    if _grid_images(page):
+        raise RuntimeError(f"{_grid_images(page)} images still shown with no seed chosen")
+    page.screenshot(path=str(out.with_name(out.stem + "_no_seeds.png")))
+    if args.other:
+        at(f"switch the run to {args.other!r}, the arm staying 'base'")
+        from compseed_lib.analysis.browser import SeedBrowser
+
+        expected = SeedBrowser(REPO / "runs", run=args.other)  # what the page must show after the switch
+        want = [f"{a:.2f}" for a in expected.table["accuracy"]]
+        page.locator(".widget-dropdown select").nth(0).select_option(label=args.other)
+        _idle(page)
+        shown = page.locator(".widget-vbox .widget-html table").first.inner_text()
+        rows = [line.split("\t") for line in shown.strip().splitlines()[1:]]
+        got = [r[3].strip() for r in rows if len(r) > 3]
+        if got != want:
+            raise RuntimeError(f"after the switch the table shows accuracies {got[:8]}, the run {args.other!r} "
+                               f"has {want[:8]}")
+        if _grid_images(page) != 1:
+            raise RuntimeError("no image grid after the run switch")
+        page.screenshot(path=str(out.with_name(out.stem + "_switched.png")))
+    print("interactions checked: message shown, no stale images" + (", run switch reloads" if args.other else ""))
 
 
 if __name__ == "__main__":
