@@ -81,6 +81,8 @@ class DatasetConfig:
     #                       every count; every pair under every relation), as the paper builds its dataset;
     #                       'mining': only the prompts the seeds were mined on (prompts.limit)
     per_prompt: int | None = None  # top seeds used per training prompt (None: all `mining.top_n`)
+    seed_choice: str = "best"  # which of them: the category's best, or 'random' among its top_n for each
+    #                            prompt (the paper: one image per prompt, a random pick of the top 3)
     random_seed_base: int = 100_000  # the random-seed control draws from [base, base + 100_000)
     validation: float = 0.0  # share of the training prompts (per kind) kept out of every dataset: the prompts
     #                          fine-tune settings are chosen on (finetune.grid); 0: no validation split
@@ -397,6 +399,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     check_finetune(cfg.finetune)
     if cfg.dataset.per_prompt is not None and cfg.dataset.per_prompt < 1:
         raise _bad("dataset.per_prompt", cfg.dataset.per_prompt, "at least 1 (or null for every top seed)")
+    if cfg.dataset.seed_choice not in ("best", "random"):
+        raise _bad("dataset.seed_choice", cfg.dataset.seed_choice, "'best' or 'random'")
     if cfg.dataset.prompts not in ("all", "mining"):
         raise _bad("dataset.prompts", cfg.dataset.prompts, "'all' (every training prompt) or 'mining' (the "
                                                            "prompts the seeds were mined on)")

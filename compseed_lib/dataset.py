@@ -104,16 +104,33 @@ def opposite_prompt(prompt: Prompt) -> Prompt:
     return replace(prompt, id=prompt_id("spatial", text), text=text, relation=rel)
 
 
-def dataset_jobs(prompts: Sequence[Prompt], top: pd.DataFrame, per_prompt: int | None = None) -> list[Job]:
+def dataset_jobs(prompts: Sequence[Prompt], top: pd.DataFrame, per_prompt: int | None = None,
+                 choice: str = "best") -> list[Job]:
     """Every prompt under the top seeds mined for its category (`top_seeds` table: category, seed, rank);
-    `per_prompt` caps the seeds per prompt (default: every top seed once)."""
+    `per_prompt` caps the seeds per prompt (default: every top seed once): its category's best ones
+    (`choice` 'best'), or as many drawn at random among them for each prompt ('random', as the paper picks
+    one of a count's top-3 seeds per image; the draw is fixed by the prompt's id)."""
     missing = sorted({p.category for p in prompts} - set(top["category"].astype(str)))
     if missing:
         raise ValueError(f"no top seeds for categories {missing}: mine them first (notebook 03)")
     if per_prompt is not None and per_prompt < 1:
         raise ValueError(f"per_prompt must be >= 1, got {per_prompt!r}")
+    if choice not in ("best", "random"):
+        raise ValueError(f"seed choice must be 'best' or 'random', got {choice!r}")
     seeds = {c: g.sort_values("rank")["seed"].astype(int).tolist() for c, g in top.groupby("category")}
-    return [j for p in prompts for j in make_jobs([p], seeds[p.category][:per_prompt])]
+    if choice == "best" or per_prompt is None:
+        return [j for p in prompts for j in make_jobs([p], seeds[p.category][:per_prompt])]
+    import hashlib
+
+    import numpy as np
+
+    jobs = []
+    for p in prompts:
+        rng = np.random.default_rng(int(hashlib.sha1(p.id.encode()).hexdigest()[:12], 16))
+        pool = seeds[p.category]
+        pick = sorted(rng.choice(len(pool), size=min(per_prompt, len(pool)), replace=False).tolist())
+        jobs.extend(make_jobs([p], [pool[i] for i in pick]))
+    return jobs
 
 
 def judged_values(judged: pd.DataFrame, opposite: pd.DataFrame | None, prompts: Sequence[Prompt]) -> dict:
@@ -336,7 +353,7 @@ def build_datasets(run: Run, pipe, info: dict, top: pd.DataFrame, cfg,
     as many as `dataset/` keeps). The prompts are `fit_prompts`: every training prompt (dataset.prompts), less
     the validation share (dataset.validation)."""
     prompts = fit_prompts(cfg)
-    jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt)
+    jobs = dataset_jobs(prompts, top, cfg.dataset.per_prompt, cfg.dataset.seed_choice)
     main = build_dataset(run, pipe, info, prompts, jobs, cfg, STAGE, progress)
     per_prompt = max(1, round(len(jobs) / max(1, len(prompts))))
     rjobs = random_seed_jobs(prompts, per_prompt, cfg.dataset.random_seed_base, cfg.generate.seeds,

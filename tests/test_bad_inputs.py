@@ -66,6 +66,10 @@ CASES = {
     "world with no prompts": (["run", SMOKE, "--set", "prompts.world=WORLD"], {"objects_train.txt": ""},
                               "has no count prompts"),
     "fine-tune of a run that does not exist": (["finetune", SMOKE, "--set", "name=never-run"], None, "never-run"),
+    "mining prompts too few for the dataset": (["run", SMOKE, "--set", "dataset.prompts=all"], None,
+                                               "prompts.limit: the 6 mining prompts leave categories"),
+    "unknown grid weights": (["run", SMOKE, "--set", "dataset.validation=0.25", "--set",
+                              "finetune.grid={weights: [qk, heads]}"], None, "finetune.grid.weights"),
 }
 
 

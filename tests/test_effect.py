@@ -14,8 +14,10 @@ from conftest import FAKE_KEY, cli
 from compseed_lib import prompts as P
 from compseed_lib import tuning
 from compseed_lib.config import ConfigError, load_config, validate
-from compseed_lib.dataset import validation_split
+from compseed_lib.dataset import dataset_prompts, validation_split
 from compseed_lib.effect import (
+    HELD_OUT,
+    IN_DISTRIBUTION,
     PAPER_GAINS,
     beside_paper,
     direction,
@@ -52,6 +54,11 @@ def test_validation_split_is_per_kind_disjoint_and_fixed_by_its_seed():
     (["dataset.validation=0.25", "finetune.grid={lr: [0]}"], r"finetune.grid.lr"),
     (["dataset.validation=1.5"], r"dataset.validation"),
     (["evaluate.arms=[base, qk_ceiling]", "prompts.world=comp90"], r"ceiling arm.*mini world"),
+    (["dataset.validation=0.25", "finetune.grid={weights: [qk, everything]}"], r"finetune.grid.weights"),
+    (["dataset.validation=0.25", "finetune.grid={weights: []}"], r"finetune.grid.weights"),
+    (["dataset.prompts=some"], r"dataset.prompts"),
+    (["dataset.seed_choice=worst"], r"dataset.seed_choice"),
+    (["evaluate.in_distribution=-1"], r"evaluate.in_distribution"),
 ])
 def test_bad_grid_or_ceiling_settings_name_the_key(sets, message):
     with pytest.raises(ConfigError, match=message):
@@ -62,8 +69,16 @@ def test_effect_configs_validate_and_keep_evaluation_apart_from_choice():
     for name in ("effect-pixart", "effect-sd"):
         cfg = validate(load_config(REPO / f"configs/{name}.yaml"))
         assert len(cfg.evaluate.seeds) >= 64 and not set(cfg.evaluate.seeds) & set(cfg.generate.seeds)
-        assert len(cfg.finetune.grid.steps) * len(cfg.finetune.grid.lr) >= 9
+        grid = cfg.finetune.grid
+        assert len(grid.steps) * len(grid.lr) >= 6 and set(grid.weights) == {"qk", "qkvo", "attention", "all"}
         assert "qk_ceiling" in cfg.evaluate.arms and cfg.dataset.validation > 0
+        # the paper's design: a balanced mining subset, the datasets over every training prompt, both evaluations
+        assert cfg.prompts.limit and cfg.dataset.prompts == "all" and cfg.evaluate.in_distribution > 0
+        # the grid reaches the paper's ~263 epochs over the dataset (fit prompts x images per prompt)
+        from compseed_lib.dataset import fit_prompts
+
+        images = len(fit_prompts(cfg)) * cfg.dataset.per_prompt
+        assert max(grid.steps) * cfg.finetune.batch / images >= 250
     eff = load(REPO / "configs/effect/all.yaml")
     assert {(g.captions, g.paper) for g in eff.generators} == {(c, p) for c in ("clean", "web") for p in PAPER_GAINS}
 
@@ -75,19 +90,22 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     ceiling arm (seven notebooks, six fine-tunes of a few steps); then the effect table over that run."""
     runs = tmp_path / "runs"
     sets = ["--set", f"runs_dir={runs}", "--set", "name=smoke", "--set", "model.pipeline=miniworld-pixart",
-            "--set", "finetune.blocks=[2, 3]", "--set", "prompts.limit=4", "--set", "generate.seeds=[0, 1, 2]",
+            "--set", "finetune.blocks=[2, 3]", "--set", "prompts.limit=5", "--set", "generate.seeds=[0, 1, 2]",
             "--set", "mining.top_n=2", "--set", "generate.steps=4", "--set", "judge.api_key_env=COMPSEED_FAKE_KEY"]
-    grid = "finetune.grid={steps: [1, 2], lr: [0.0001, 0.001], seeds: [2000, 2001]}"
-    extra = ["--set", "dataset.validation=0.25", "--set", grid, "--set", "evaluate.arms=[base, qk, qk_ceiling]"]
+    grid = "finetune.grid={weights: [qk, all], steps: [2], lr: [0.0001, 0.001], seeds: [2000, 2001]}"
+    extra = ["--set", "dataset.validation=0.25", "--set", grid, "--set", "evaluate.arms=[base, qk, qk_ceiling]",
+             "--set", "dataset.prompts=all", "--set", "dataset.per_prompt=1", "--set", "evaluate.in_distribution=2"]
     res = cli("run", "configs/smoke.yaml", *sets, *extra, "--only",
               "00_prompts,01_generate,02_judge,03_mine_seeds,05_build_dataset,06_finetune,07_evaluate",
               "--reports", str(tmp_path / "reports"), env={"COMPSEED_FAKE_KEY": FAKE_KEY})
     assert res.returncode == 0, res.stderr[-3000:]
     run = Run.open(runs / "smoke")
     cfg = run.config()
-    # the grid: base row + 4 settings, one chosen, the most accurate (ties: fewer steps, smaller lr)
+    # the grid: base row + 2 weight choices x 2 settings, one chosen, the most accurate (ties: the paper's
+    # q/k first, then fewer steps, then the smaller lr)
     t = run.load_table("finetune_grid")
-    assert list(t["steps"]) == [0, 1, 1, 2, 2] and t["chosen"].sum() == 1
+    assert list(t["weights"]) == ["none", "qk", "qk", "all", "all"] and t["chosen"].sum() == 1
+    assert list(t["steps"]) == [0, 2, 2, 2, 2]
     settings = t[t["steps"] > 0]
     chosen = settings[settings["chosen"]].iloc[0]
     assert chosen["accuracy"] == settings["accuracy"].max()
@@ -103,8 +121,22 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     main = [json.loads(x) for x in (runs / "smoke/dataset/train/metadata.jsonl").read_text().splitlines()]
     ceil = [json.loads(x) for x in (runs / "smoke/dataset_ceiling/train/metadata.jsonl").read_text().splitlines()]
     assert sorted((m["prompt_id"], m["seed"]) for m in main) == sorted((m["prompt_id"], m["seed"]) for m in ceil)
-    texts = {p.id: p.text for p in P.for_config(cfg.prompts)}
+    texts = {p.id: p.text for p in dataset_prompts(cfg)}
     assert all(m["text"] == texts[m["prompt_id"]] and not m["rectified"] for m in ceil)
+    # the paper's design: seeds mined on 5 + 5 prompts, the datasets over every training prompt but the
+    # validation share, so every object is on every background and every pair under every relation
+    by_id = {p.id: p for p in dataset_prompts(cfg)}
+    assert len(P.for_config(cfg.prompts)) == 10 and len(by_id) == 180
+    drawn = [by_id[i] for i in run.load_table("dataset_captions")["prompt_id"]]  # every image made, drops too
+    objs = {o.name for o in P.read_objects(P.folder("miniworld") / "objects_train.txt")}
+    bgs = set(P.read_backgrounds(P.folder("miniworld") / "backgrounds_train.txt"))
+    assert {(p.obj.name, p.background) for p in drawn if p.kind == "count"} == {(o, b) for o in objs for b in bgs}
+    assert {(p.obj.name, p.obj_b.name) for p in drawn if p.kind == "spatial"} == {
+        (a, b) for a in objs for b in objs if a != b}
+    # held-out seeds of training prompts (in distribution) beside the held-out prompts
+    indist = run.load_table("evaluation_in_distribution")
+    assert set(indist["arm"]) == {"base", "qk", "qk_ceiling"}
+    assert int(indist[(indist["arm"] == "base") & (indist["level"] == "all")]["images"].iloc[0]) == 4 * 2
     # every arm trains with the chosen setting
     for arm in ("qk", "qk_ceiling"):
         record = json.loads((runs / f"smoke/finetune/{arm}/model/compseed_finetune.json").read_text())
@@ -134,7 +166,8 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     status = run_all(eff.__class__(generators=eff.generators[1:], out=eff.out), show=False)
     assert status["nowhere"].startswith("not run: model.pipeline './no/such/model'")
     table = effect_table(eff)
-    assert list(table["arm"]) == ["base", "qk", "qk_ceiling"]  # the missing generator has no rows
+    assert list(table["arm"]) == ["base", "qk", "qk_ceiling"] * 2  # the missing generator has no rows
+    assert list(table["evaluation"]) == [HELD_OUT] * 3 + [IN_DISTRIBUTION] * 3
     qk = table[table["arm"] == "qk"].iloc[0]
     base_count = ev[(ev["arm"] == "base") & (ev["level"] == "count")]["accuracy"].iloc[0]
     arm_count = ev[(ev["arm"] == "qk") & (ev["level"] == "count")]
@@ -147,14 +180,16 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     assert list(side["arm"]) == ["base", "qk", "qk_ceiling"]
     assert side.loc[side["arm"] == "qk", "paper (q/k, PixArt-α)"].iloc[0] == "+19.5% / +21.1%"
     for kind, name in (("count", "counting"), ("spatial", "spatial")):
-        r = table[table["arm"] == "qk"].iloc[0]
+        r = table[(table["arm"] == "qk") & (table["evaluation"] == HELD_OUT)].iloc[0]
         want = direction(r.get(f"{kind}_gain_lo", np.nan), r.get(f"{kind}_gain_hi", np.nan))
         assert side.loc[side["arm"] == "qk", f"{name}: direction"].iloc[0] == want
     md = markdown(table)
-    assert "| tiny SD | clean | qk |" in md and "+29.3% / +60.7% (SD 2.1)" in md
+    assert f"| tiny SD | clean | {HELD_OUT} | qk |" in md and "+29.3% / +60.7% (SD 2.1)" in md
+    assert f"| tiny SD | clean | {IN_DISTRIBUTION} | qk |" in md
     readme = write_report(eff, {**status, "smoke": "done"}).read_text()
-    assert "nowhere: not run" in readme and "| tiny SD | clean | qk_ceiling |" in readme
-    assert pd.read_csv(tmp_path / "effect" / "effect.csv").shape[0] == 3
+    assert "nowhere: not run" in readme and f"| tiny SD | clean | {HELD_OUT} | qk_ceiling |" in readme
+    assert pd.read_csv(tmp_path / "effect" / "effect.csv").shape[0] == 6
+    assert (tmp_path / "effect" / "gains_in_distribution.png").is_file()
 
 
 def test_chosen_finetune_without_its_grid_table_says_what_to_run(tmp_path):
