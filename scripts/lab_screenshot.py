@@ -178,7 +178,8 @@ def _interactions(page, at, args, out: Path) -> None:
     _idle(page)
     at("deselect every seed: no stale images, the page says why")
     seeds = page.locator(".widget-select-multiple select").first
-    seeds.evaluate("s => { for (const o of s.options) o.selected = false; s.dispatchEvent(new Event('change', {bubbles: true})); }")
+    seeds.evaluate("s => { for (const o of s.options) o.selected = false; "
+                   "s.dispatchEvent(new Event('change', {bubbles: true})); }")
     page.wait_for_selector("text=no seed chosen", timeout=10000)
     _idle(page)
     if _grid_images(page):
