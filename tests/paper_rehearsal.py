@@ -31,7 +31,8 @@ from compseed_lib.store import Run
 
 KEY = "sk-rehearsal-0c0ffee-not-a-key"
 SMALL = ["prompts.limit=2", "dataset.prompts=mining", "generate.seeds=[0, 1]", "evaluate.seeds=[1000]",
-         "generate.steps=2", "finetune.steps=2", "finetune.grad_accum=1", "finetune.batch=2", "finetune.checkpoint_every=1"]
+         "generate.steps=2", "finetune.steps=2", "finetune.grad_accum=1", "finetune.batch=2",
+         "finetune.checkpoint_every=1"]
 REHEARSALS = {"paper-sd21": ("tiny-sd21", 768), "paper-pixart": ("tiny-pixart512", 512)}
 
 
