@@ -1,6 +1,6 @@
 """Self-generated dataset: top seeds -> images -> judged -> rectified captions -> an imagefolder.
 
-The paper's data step (DESIGN §1): generate every training prompt with the seeds mined for its
+The paper's data step: generate every training prompt with the seeds mined for its
 category, ask the judge about each image, and make each caption say what the image shows.
 
 Rectification rebuilds a caption from the prompt's *structure* with the judged value — never by

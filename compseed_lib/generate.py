@@ -5,7 +5,7 @@ Inputs: a `Run`, a stage name, a pipeline and its info dict from `pipelines.load
 Outputs: `images/<stage>/<prompt_id>_s<seed:06d>.png` and a row per image in the run's ledger
 (settings, relative path, sha256); `generate` returns the stage's rows as a DataFrame.
 
-What a seed means (DESIGN §5b): each seed's initial noise is drawn alone on its own generator, so the
+What a seed means: each seed's initial noise is drawn alone on its own generator, so the
 *initial noise* of (prompt, seed) is bit-identical whatever the batch size, batch order or process; the
 same generator (advanced past the initial noise) is handed to the pipeline, so stochastic samplers draw
 their step noise per seed too. Batches may mix prompts. The decoded *pixels* are equal only up to float

@@ -10,7 +10,7 @@ reported per (category, seed) as ``n_unjudged`` by :func:`seed_accuracy`.
 Outputs: DataFrames (a dict of them from :func:`reliability_report`) and plain-English sentences from
 :func:`summarize_reliability`. Nothing is printed; ``logging`` only.
 
-Honesty rule (DESIGN.md section 1): that some seeds are reliably better is tested, not assumed.
+Honesty rule: that some seeds are reliably better is tested, not assumed.
 - :func:`split_half_reliability`: per-seed accuracy on two disjoint halves of each category's prompts,
   Pearson and Spearman r, one-sided permutation p-value (seed labels of half B shuffled).
 - :func:`topk_transfer`: top-k seeds chosen on one prompt set, scored on a disjoint one, against the

@@ -3,7 +3,7 @@
 Inputs: a `ModelConfig` — `pipeline` is a shipped name (`SHIPPED`: miniworld, miniworld-pixart), a registered tiny
 pipeline (`testing.PIPELINES`: tiny-sd, tiny-pixart, built from configs), a
 local folder holding `model_index.json`, or a hub id (with `revision`); `device`/`dtype` ('auto' or
-explicit); `generator_device` (where each seed's noise is drawn, DESIGN §5b).
+explicit); `generator_device` (where each seed's noise is drawn: see generate.py).
 Outputs: `(pipe, info)` — the pipeline on its device with progress bars off, and a dict recording
 what decides pixels (model, revision, class, device, dtype, generator device, sampler, latent shape).
 

@@ -34,7 +34,7 @@ TRAINING_CONFIGS: dict[str, str] = {"miniworld": "configs/train/miniworld_stage4
                                     "miniworld-pixart-web": "configs/train/miniworld_pixart_web.yaml"}
 
 
-# Counts a shipped generator saw in training (DESIGN §2: the mini world draws one to six of a kind).
+# Counts a shipped generator saw in training (the mini world draws one to six of a kind).
 TRAINED_COUNTS: dict[str, tuple[int, int]] = {name: (1, 6) for name in SHIPPED}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

@@ -1,6 +1,6 @@
 """Statistics the kit reports: intervals for proportions and paired tests between arms.
 
-One home for each formula, so every table agrees (DESIGN §1, honesty rule):
+One home for each formula, so every table agrees (a claim is a measurement with its interval):
 - `wilson_interval(k, n)`: Wilson score interval; n = 0 gives (0, 1), "nothing known".
 - `mcnemar(a, b)`: exact McNemar test (two-sided binomial on the discordant pairs) for two arms judged
   on the same (prompt, seed) pairs.

@@ -6,7 +6,7 @@ Inputs: images with their prompts, and a judge that answers the detection questi
 world, the offline OpenCV detector ("coco-detector", `judge/backends/detector.py`) on real images.
 Outputs: the answers table (`answers.ask_detections` / `answers.stage_answers`: one row per image with
 the detections) and `score_all(answers)`: a DataFrame metric, value, lo, hi, n_prompts, n_images.
-How each benchmark scores: `geneval.py`, `compbench.py`, `visor.py` (and shared/REFERENCES.md).
+How each benchmark scores: `geneval.py`, `compbench.py`, `visor.py` (each module's docstring cites its source).
 
 Usage:
     from compseed_lib import benchmarks

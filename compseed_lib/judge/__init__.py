@@ -1,6 +1,6 @@
 """Judges: question templates, answer parsing, an async OpenAI-protocol client, a local judge server.
 
-Every judge is reached through the `openai` client (DESIGN §2): the kit's own mini-world judge runs
+Every judge is reached through the `openai` client: the kit's own mini-world judge runs
 as an OpenAI-compatible server on loopback (`compseed serve-judge`, started automatically for the
 'miniworld-local' judge), GPT-4o or a vLLM server are a change of `judge.name` / `judge.base_url`.
 
