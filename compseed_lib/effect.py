@@ -25,8 +25,8 @@ from .config import ConfigError, load_config, load_dataclass
 from .report import markdown_table
 
 log = logging.getLogger(__name__)
-# Relative gains of the paper's q/k fine-tune on its top-seed dataset (ICLR 2025: "Enhancing Compositional Text-to-Image
-# Generation with Reliable Random Seeds", its tables of relative gains).
+# Relative gains of the paper's q/k fine-tune on its top-seed dataset, as the paper reports them (ICLR 2025,
+# "Enhancing Compositional Text-to-Image Generation with Reliable Random Seeds").
 PAPER_GAINS = {"SD 2.1": {"count": 0.293, "spatial": 0.607}, "PixArt-α": {"count": 0.195, "spatial": 0.211}}
 KINDS = ("count", "spatial")
 HELD_OUT, IN_DISTRIBUTION = "held-out prompts", "training prompts, new seeds"  # the two evaluations
