@@ -1,7 +1,7 @@
 """Answer parsing: a judge's raw text -> the asked object's count or a yes/no verdict, or None (unknown).
 
-A non-answer is *unknown*, never scored wrong (it is counted and reported). The parser knows the question: which object a
-count question asks about, which objects and relation a yes/no question names. So:
+A non-answer is *unknown*, never scored wrong (it is counted and reported). The parser knows the question:
+which object a count question asks about, which objects and relation a yes/no question names. So:
 - "There are 3 balls and 2 stars." asked about balls -> 3; about stars -> 2; about kites -> None;
 - refusals ("No idea.", "There is no way to tell", "I can't determine that"), hedges ("about 3",
   "maybe", "at least 2", "a few"), ranges ("2 or 3", "3-4", "between 2 and 4"), negative or
