@@ -111,13 +111,18 @@ def preflight(cfg: RunConfig) -> list:
             raise ConfigError(f"prompts: world {cfg.prompts.world!r}, split {cfg.prompts.split!r} has no "
                               f"{kind} prompts (prompts.kinds asks for {list(cfg.prompts.kinds)})")
     if cfg.dataset.prompts == "all":  # the datasets draw every training prompt under its category's top seeds
-        from .dataset import dataset_prompts
-
-        unmined = sorted({p.category for p in dataset_prompts(cfg)} - {p.category for p in ps})
+        unmined = sorted({p.category for p in prompts.for_dataset(cfg)} - {p.category for p in ps})
         if unmined:
             raise ConfigError(f"prompts.limit: the {len(ps)} mining prompts leave categories {unmined} without "
                               "mined seeds, and dataset.prompts 'all' needs seeds for every category of the "
                               "training prompts: raise prompts.limit, or set dataset.prompts to 'mining'")
+    if "top_seeds" in cfg.evaluate.arms:  # the arm draws each held-out prompt under its category's top seeds
+        held = prompts.for_config(cfg.prompts, split=heldout_split(cfg))
+        unmined = sorted({p.category for p in held} - {p.category for p in ps})
+        if unmined:
+            raise ConfigError(f"prompts.limit: the {len(ps)} mining prompts leave categories {unmined} of the "
+                              "held-out prompts without mined seeds, which the top_seeds arm needs: raise "
+                              "prompts.limit (to at least the number of counts and of relations)")
     sources.check_size(cfg.model, cfg.generate.height, cfg.generate.width)  # also checks the source
     lo, hi = sources.trained_counts(cfg.model.pipeline) or (None, None)
     if lo is not None and "count" in cfg.prompts.kinds:

@@ -296,16 +296,11 @@ def validation_split(prompts: Sequence[Prompt], share: float, seed: int = 0) -> 
 
 
 def dataset_prompts(cfg) -> list[Prompt]:
-    """The training prompts the datasets are drawn from, the validation share still in: with `dataset.prompts`
-    'all' (the paper's design) every prompt of the training split, so the datasets cover every object on every
-    background at every count and every pair under every relation, whatever subset the seeds were mined on;
-    with 'mining' only the mining prompts (prompts.limit)."""
-    from .prompts import for_config, load
+    """The training prompts the datasets are drawn from, the validation share still in (`prompts.for_dataset`:
+    every training prompt with dataset.prompts 'all', whatever subset the seeds were mined on)."""
+    from .prompts import for_dataset
 
-    p = cfg.prompts
-    if cfg.dataset.prompts == "mining":
-        return for_config(p)
-    return load(p.world, p.split, tuple(p.kinds), tuple(p.counts))
+    return for_dataset(cfg)
 
 
 def fit_prompts(cfg) -> list[Prompt]:

@@ -351,6 +351,16 @@ def for_config(cfg, split: str | None = None) -> list[Prompt]:
     return load(cfg.world, split or cfg.split, tuple(cfg.kinds), tuple(cfg.counts), cfg.limit)
 
 
+def for_dataset(cfg) -> list[Prompt]:
+    """The training prompts a run's datasets are drawn from (a RunConfig; the validation share still in): every
+    prompt of the training split with `dataset.prompts` 'all' (the paper's design: every object on every
+    background at every count, every pair under every relation), or the mining prompts with 'mining'."""
+    p = cfg.prompts
+    if cfg.dataset.prompts == "mining":
+        return for_config(p)
+    return load(p.world, p.split, tuple(p.kinds), tuple(p.counts))
+
+
 def prompt_table(ps: list[Prompt]):
     """The prompts as a pandas DataFrame (one row per prompt)."""
     import pandas as pd

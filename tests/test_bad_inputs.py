@@ -66,8 +66,11 @@ CASES = {
     "world with no prompts": (["run", SMOKE, "--set", "prompts.world=WORLD"], {"objects_train.txt": ""},
                               "has no count prompts"),
     "fine-tune of a run that does not exist": (["finetune", SMOKE, "--set", "name=never-run"], None, "never-run"),
-    "mining prompts too few for the dataset": (["run", SMOKE, "--set", "dataset.prompts=all"], None,
+    "mining prompts too few for the dataset": (["run", SMOKE, "--set", "dataset.prompts=all", "--set",
+                                                "prompts.limit=3", "--set", "evaluate.arms=[base, qk]"], None,
                                                "prompts.limit: the 6 mining prompts leave categories"),
+    "mining prompts too few for the top-seed arm": (["run", SMOKE, "--set", "prompts.limit=3"], None,
+                                                    "of the held-out prompts without mined seeds"),
     "unknown grid weights": (["run", SMOKE, "--set", "dataset.validation=0.25", "--set",
                               "finetune.grid={weights: [qk, heads]}"], None, "finetune.grid.weights"),
 }

@@ -100,7 +100,8 @@ def test_imagefolder_round_trip(tmp_path):
     run.ledger.add_images(rows)
     values[(ps[0].id, 5)] = None  # an unknown answer: dropped
     table = D.rectify_table(run.ledger.images(D.STAGE), values, ps)
-    assert list(table["status"]) == [D.DROPPED, D.RECTIFIED, D.RECTIFIED, D.KEPT]
+    status = dict(zip(table["prompt_id"], table["status"]))
+    assert status == dict(zip([p.id for p in ps], [D.DROPPED, D.RECTIFIED, D.RECTIFIED, D.KEPT]))
     folder = D.export_imagefolder(run, table)
     ds = load_dataset("imagefolder", data_dir=str(folder), split="train")
     assert len(ds) == 3 and set(ds.column_names) >= {"image", "text", "prompt_id", "seed", "category", "target",
