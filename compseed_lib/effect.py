@@ -216,6 +216,31 @@ def dataset_table(cfg: EffectConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def grid_table(cfg: EffectConfig) -> pd.DataFrame:
+    """Every generator's validation grid (tables/finetune_grid.csv): which weights, steps and lr, the epochs
+    over its top-seed dataset, and the accuracy on the validation prompts beside its base model's."""
+    from .store import Run
+
+    rows = []
+    for g in cfg.generators:
+        try:
+            run = Run.open(chain_config(g).run_dir)
+            grid = run.load_table("finetune_grid")
+            images = int((run.load_table("dataset_captions")["status"] != "dropped").sum())
+            batch = run.config().finetune.batch
+        except (FileNotFoundError, ValueError):
+            continue
+        base = grid[grid["steps"] == 0].iloc[0]
+        for r in grid[grid["steps"] > 0].itertuples():
+            rows.append({"generator": g.label, "captions": g.captions, "weights": getattr(r, "weights", "qk"),
+                         "steps": int(r.steps), "lr": f"{r.lr:g}",
+                         "epochs": round(r.steps * batch / max(1, images), 1),
+                         "counting": f"{r.accuracy_count:.3f} (base {base['accuracy_count']:.3f})",
+                         "spatial": f"{r.accuracy_spatial:.3f} (base {base['accuracy_spatial']:.3f})",
+                         "chosen": "yes" if r.chosen else ""})
+    return pd.DataFrame(rows)
+
+
 def _fmt_cell(r: pd.Series, kind: str) -> str:
     acc = r.get(f"{kind}_accuracy")
     if acc is None or pd.isna(acc):
@@ -304,6 +329,11 @@ def write_report(cfg: EffectConfig, status: dict[str, str] | None = None) -> Pat
                      "unchanged) and rectified, top seeds against random seeds (the top seeds were chosen on "
                      "these prompts), and the fine-tune setting the validation prompts chose:", "",
                      markdown_table(data), ""]
+        grids = grid_table(cfg)
+        if len(grids):
+            text += ["The validation grids: every setting fine-tuned on the top-seed dataset and scored on the "
+                     "validation prompts (never the evaluation prompts or seeds); the chosen one trains every arm:",
+                     "", markdown_table(grids), ""]
     missing = {k: v for k, v in (status or {}).items() if v != "done"}
     if missing:
         text += ["Not run:", "", *[f"- {k}: {v}" for k, v in missing.items()], ""]

@@ -190,6 +190,7 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     assert "nowhere: not run" in readme and f"| tiny SD | clean | {HELD_OUT} | qk_ceiling |" in readme
     assert pd.read_csv(tmp_path / "effect" / "effect.csv").shape[0] == 6
     assert (tmp_path / "effect" / "gains_in_distribution.png").is_file()
+    assert "The validation grids" in readme and "| tiny SD | clean | all | 2 |" in readme  # weights x steps
 
 
 def test_chosen_finetune_without_its_grid_table_says_what_to_run(tmp_path):
