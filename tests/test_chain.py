@@ -49,7 +49,7 @@ def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
     images = run.ledger.images("base")
     cfg = run.config()
     n_prompts = len(pd.read_csv(run.root / "tables" / "prompts.csv"))
-    assert len(images) == n_prompts * len(cfg.generate.seeds) == 6 * 2
+    assert len(images) == n_prompts * len(cfg.generate.seeds) == 10 * 2  # 5 + 5 prompts x 2 seeds
     for row in images.itertuples():
         assert sha256_file(run.root / row.path) == row.sha256
     judged = run.ledger.judgements("base")
@@ -68,10 +68,10 @@ def test_chain_executes_every_notebook_and_fills_the_run(chain_run):
 def test_terminal_shows_live_progress_and_log_lines_at_their_level(chain_run):
     *_, stderr = chain_run
     lines = stderr.replace("\r", "\n").splitlines()
-    assert any(line.startswith("generate base:") and "12/12" in line for line in lines), stderr
-    assert any(line.startswith("judge base:") and "12/12" in line for line in lines), stderr
-    assert any(" INFO compseed_lib.generate: stage base: generated 12" in line for line in lines), stderr
-    assert any(" INFO compseed_lib.judge.stage: judge base: 12 answered, 0 unknown" in line and "0 failed" in line
+    assert any(line.startswith("generate base:") and "20/20" in line for line in lines), stderr
+    assert any(line.startswith("judge base:") and "20/20" in line for line in lines), stderr
+    assert any(" INFO compseed_lib.generate: stage base: generated 20" in line for line in lines), stderr
+    assert any(" INFO compseed_lib.judge.stage: judge base: 20 answered, 0 unknown" in line and "0 failed" in line
                for line in lines), stderr
     for noise in SPURIOUS:
         assert noise not in stderr, (noise, stderr)
@@ -98,7 +98,7 @@ def test_change_that_alters_finished_images_is_refused_before_anything_is_writte
                "--reports", str(root / "refused"))
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("compseed: error:") and "stage 'base' holds 12 images" in last
+    assert last.startswith("compseed: error:") and "stage 'base' holds 20 images" in last
     assert "steps 2 -> 3" in last and "--stage NAME" in last and "--set name=smoke-2" in last
     assert (root / "runs" / "smoke" / "config.yaml").read_bytes() == recorded
     assert not (root / "refused").exists()

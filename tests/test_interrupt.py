@@ -153,7 +153,7 @@ def test_a_second_ctrl_c_ends_it_at_once(smoke_copy, books, tmp_path):
     interrupt_when(proc, _working(report), runs, twice=True, limit=3.0)
 
 
-# ~30 s: 72 images, interrupted and then finished by the same command (two kernels).
+# ~30 s: 120 images, interrupted and then finished by the same command (two kernels).
 def test_ctrl_c_while_images_are_written_keeps_them_and_the_same_command_resumes(smoke_copy, tmp_path):
     runs, sets = smoke_copy
     args = ["run", "configs/smoke.yaml", *sets, "--only", "01_generate", "--stage", "more", "--set",
@@ -169,7 +169,7 @@ def test_ctrl_c_while_images_are_written_keeps_them_and_the_same_command_resumes
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     done = run.ledger.images("more")
-    assert len(done) == 6 * 12 and set(kept.sha256) <= set(done.sha256)
+    assert len(done) == 10 * 12 and set(kept.sha256) <= set(done.sha256)
     for row in done.itertuples():
         assert sha256_file(run.root / row.path) == row.sha256
 
@@ -183,7 +183,7 @@ def test_ctrl_c_while_the_local_judge_server_starts(smoke_copy, tmp_path):
     res = subprocess.run([sys.executable, "-m", "compseed_lib.cli", *args], cwd=REPO, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert len(Run.open(runs / "smoke").ledger.judgements("judged")) == 6 * 2
+    assert len(Run.open(runs / "smoke").ledger.judgements("judged")) == 10 * 2
 
 
 # ~20 s: a fine-tune started, interrupted and resumed: two processes that load the pipeline.
