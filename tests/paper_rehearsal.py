@@ -10,12 +10,12 @@ Without the weights and the judges, each paper config runs with:
   those model ids in a general VLM's prose (`rehearsal-vlm`: counts in sentences, "No, the dog is not
   to the left of the cat.", "Definitely not.");
 - what this machine lacks: no CUDA generator (`model.generator_device=cpu`);
-- a handful of prompts (5 per kind: every count and every relation, so each category has mined seeds)
-  and seeds, two steps each of sampling and fine-tuning; the datasets from the mining
+- a handful of prompts and seeds, two steps each of sampling and fine-tuning; the datasets from the mining
   prompts only (the configs build them over Comp90's whole training cross product, 2,713 prompts at full
-  size: tests/test_effect.py runs that design on the mini world).
+  size: tests/test_effect.py runs that design on the mini world), and every arm but top_seeds (it needs mined
+  seeds for every held-out count and relation, more than 2 prompts per kind can give; the smoke chain runs it).
 Everything else — Comp90, the image size, float16, fp16 mixed precision, the q/k selection, EMA, the
-evaluation arms — is the config's own. A hard-coded size, a mini-world-only question or a step that
+other evaluation arms — is the config's own. A hard-coded size, a mini-world-only question or a step that
 assumes the exact judge fails here.
 """
 from __future__ import annotations
@@ -31,9 +31,10 @@ from compseed_lib.judge.registry import JUDGES, start_local_server
 from compseed_lib.store import Run
 
 KEY = "sk-rehearsal-0c0ffee-not-a-key"
-SMALL = ["prompts.limit=5", "dataset.prompts=mining", "generate.seeds=[0, 1]", "evaluate.seeds=[1000]",
-         "generate.steps=2", "finetune.steps=2", "finetune.grad_accum=1", "finetune.batch=2",
-         "finetune.checkpoint_every=1"]
+SMALL = ["prompts.limit=2", "dataset.prompts=mining",
+         "evaluate.arms=[base, qk, lora, qk_random_seeds, qk_unrectified]",
+         "generate.seeds=[0, 1]", "evaluate.seeds=[1000]", "generate.steps=2", "finetune.steps=2",
+         "finetune.grad_accum=1", "finetune.batch=2", "finetune.checkpoint_every=1"]
 REHEARSALS = {"paper-sd21": ("tiny-sd21", 768), "paper-pixart": ("tiny-pixart512", 512)}
 
 
