@@ -110,19 +110,20 @@ def preflight(cfg: RunConfig) -> list:
         if not any(p.kind == kind for p in ps):
             raise ConfigError(f"prompts: world {cfg.prompts.world!r}, split {cfg.prompts.split!r} has no "
                               f"{kind} prompts (prompts.kinds asks for {list(cfg.prompts.kinds)})")
-    if cfg.dataset.prompts == "all":  # the datasets draw every training prompt under its category's top seeds
-        unmined = sorted({p.category for p in prompts.for_dataset(cfg)} - {p.category for p in ps})
+    # steps that draw prompts under their category's top seeds need seeds mined for every such category
+    needs = []
+    if cfg.dataset.prompts == "all":
+        needs.append((prompts.for_dataset(cfg), "without mined seeds, and dataset.prompts 'all' needs seeds "
+                      "for every category of the training prompts: raise prompts.limit, or set dataset.prompts "
+                      "to 'mining'"))
+    if "top_seeds" in cfg.evaluate.arms:
+        needs.append((prompts.for_config(cfg.prompts, split=heldout_split(cfg)), "of the held-out prompts without "
+                      "mined seeds, which the top_seeds arm needs: raise prompts.limit (to at least the number of "
+                      "counts and of relations)"))
+    for needed, why in needs:
+        unmined = sorted({p.category for p in needed} - {p.category for p in ps})
         if unmined:
-            raise ConfigError(f"prompts.limit: the {len(ps)} mining prompts leave categories {unmined} without "
-                              "mined seeds, and dataset.prompts 'all' needs seeds for every category of the "
-                              "training prompts: raise prompts.limit, or set dataset.prompts to 'mining'")
-    if "top_seeds" in cfg.evaluate.arms:  # the arm draws each held-out prompt under its category's top seeds
-        held = prompts.for_config(cfg.prompts, split=heldout_split(cfg))
-        unmined = sorted({p.category for p in held} - {p.category for p in ps})
-        if unmined:
-            raise ConfigError(f"prompts.limit: the {len(ps)} mining prompts leave categories {unmined} of the "
-                              "held-out prompts without mined seeds, which the top_seeds arm needs: raise "
-                              "prompts.limit (to at least the number of counts and of relations)")
+            raise ConfigError(f"prompts.limit: the {len(ps)} mining prompts leave categories {unmined} {why}")
     sources.check_size(cfg.model, cfg.generate.height, cfg.generate.width)  # also checks the source
     lo, hi = sources.trained_counts(cfg.model.pipeline) or (None, None)
     if lo is not None and "count" in cfg.prompts.kinds:

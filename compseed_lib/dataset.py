@@ -295,18 +295,12 @@ def validation_split(prompts: Sequence[Prompt], share: float, seed: int = 0) -> 
     return [p for p in prompts if p.id not in val_ids], [p for p in prompts if p.id in val_ids]
 
 
-def dataset_prompts(cfg) -> list[Prompt]:
-    """The training prompts the datasets are drawn from, the validation share still in (`prompts.for_dataset`:
-    every training prompt with dataset.prompts 'all', whatever subset the seeds were mined on)."""
+def fit_prompts(cfg) -> list[Prompt]:
+    """The training prompts the datasets are built from: `prompts.for_dataset`, less the validation share
+    (dataset.validation)."""
     from .prompts import for_dataset
 
-    return for_dataset(cfg)
-
-
-def fit_prompts(cfg) -> list[Prompt]:
-    """The training prompts the datasets are built from: `dataset_prompts`, less the validation share
-    (dataset.validation)."""
-    return validation_split(dataset_prompts(cfg), cfg.dataset.validation, cfg.mining.split_seed)[0]
+    return validation_split(for_dataset(cfg), cfg.dataset.validation, cfg.mining.split_seed)[0]
 
 
 def ceiling_dataset(run: Run, table: pd.DataFrame, prompts: Sequence[Prompt], cfg,

@@ -69,12 +69,17 @@ def arm_jobs(arm: str, prompts: Sequence[Prompt], seeds: Sequence[int], top: pd.
     return dataset_jobs(prompts, top)  # the same rule the dataset uses: each category's top seeds
 
 
-IN_DISTRIBUTION = "indist"  # stage prefix of the in-distribution evaluation (the held-out one's is "eval")
+HELD_OUT_STAGE, IN_DISTRIBUTION_STAGE = "eval", "indist"  # stage prefixes: held-out and training prompts
+
+
+def stage_of(arm: str, prefix: str = HELD_OUT_STAGE) -> str:
+    """The image stage of an arm's evaluation: 'eval_qk' on the held-out prompts, 'indist_qk' in distribution."""
+    return f"{prefix}_{arm}"
 
 
 def stages(arm: str) -> tuple[str, str]:
     """The image stages an arm's evaluation writes: held-out prompts, and training prompts in distribution."""
-    return f"eval_{arm}", f"{IN_DISTRIBUTION}_{arm}"
+    return stage_of(arm, HELD_OUT_STAGE), stage_of(arm, IN_DISTRIBUTION_STAGE)
 
 
 def in_distribution_prompts(cfg) -> list[Prompt]:
@@ -92,9 +97,9 @@ def in_distribution_prompts(cfg) -> list[Prompt]:
 
 
 def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | None, cfg,
-            progress: bool = True, pipeline: str | None = None, prefix: str = "eval") -> pd.DataFrame:
+            progress: bool = True, pipeline: str | None = None, prefix: str = HELD_OUT_STAGE) -> pd.DataFrame:
     """Generate and judge one arm on the held-out prompts (stage `eval_<arm>`, resumable; `prefix`
-    IN_DISTRIBUTION for the training prompts); its judged rows.
+    IN_DISTRIBUTION_STAGE for the training prompts); its judged rows.
     `pipeline`: the model of an arm outside the configured ones (default: the arm's own, `arm_model`)."""
     import dataclasses
 
@@ -104,7 +109,7 @@ def run_arm(run: Run, arm: str, prompts: Sequence[Prompt], top: pd.DataFrame | N
 
     model = dataclasses.replace(cfg.model, pipeline=pipeline or arm_model(run, arm, cfg.model.pipeline))
     pipe, info = load_pipeline(model)
-    stage = f"{prefix}_{arm}"
+    stage = stage_of(arm, prefix)
     generate(run, stage, pipe, info, arm_jobs(arm, prompts, cfg.evaluate.seeds, top), cfg.generate,
              progress=progress)
     judged = judge_stage(run, stage, list(prompts), eval_judge(cfg), progress=progress)
@@ -117,7 +122,7 @@ def in_distribution_table(run: Run, cfg, top: pd.DataFrame | None, progress: boo
     ps = in_distribution_prompts(cfg)
     if not ps:
         return None
-    judged = {arm: run_arm(run, arm, ps, top, cfg, progress=progress, prefix=IN_DISTRIBUTION)
+    judged = {arm: run_arm(run, arm, ps, top, cfg, progress=progress, prefix=IN_DISTRIBUTION_STAGE)
               for arm in cfg.evaluate.arms}
     return arm_table(judged, n_bootstrap=cfg.evaluate.n_bootstrap, seed=cfg.mining.split_seed)
 
@@ -251,7 +256,7 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
     from . import finetune
     from .tuning import chosen_finetune
 
-    out = {}
+    out, settings = {}, {}
     for arm in only or cfg.evaluate.arms:
         if arm not in FINETUNED:
             if only:
@@ -259,7 +264,9 @@ def train_arms(run: Run, cfg, progress: bool = True, only: Sequence[str] | None 
             continue
         method, folder = FINETUNED[arm]
         target = finetune_dir(run, arm)
-        ft = dataclasses.replace(chosen_finetune(run, cfg, method), method=method)
+        if method not in settings:
+            settings[method] = dataclasses.replace(chosen_finetune(run, cfg, method), method=method)
+        ft = settings[method]
         # trained again when the grid chose again or the dataset changed; then its evaluation images go
         out[arm] = finetune.trained(run, cfg.model.pipeline, run.root / folder, ft, target, stages(arm),
                                     device=cfg.model.device, progress=progress)

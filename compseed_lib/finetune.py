@@ -261,7 +261,6 @@ def train(model: str, dataset_dir: str | Path, cfg, work_dir: str | Path, out_di
         tensors.update({f"{TEXT_ENCODER_PREFIX}{k}": te_params[k] for k in te_names})
     return save_delta(tensors, out_dir, base=str(model),
                       record={**settings_record(cfg), "dataset": dataset_fingerprint(dataset_dir),
-                              "selection": selection_of(cfg),
                               "trainable_parameters": sum(p.numel() for p in params),
                               "changed_parameters": sum(t.numel() for t in tensors.values()), "steps": loop.step,
                               "images": len(captions), "history": history})

@@ -36,9 +36,10 @@ def setting_name(steps: int, lr: float, weights: str = "qk") -> str:
 
 def validation_prompts(cfg) -> list:
     """The validation share of the run's training prompts (empty when dataset.validation is 0)."""
-    from .dataset import dataset_prompts, validation_split
+    from .dataset import validation_split
+    from .prompts import for_dataset
 
-    return validation_split(dataset_prompts(cfg), cfg.dataset.validation, cfg.mining.split_seed)[1]
+    return validation_split(for_dataset(cfg), cfg.dataset.validation, cfg.mining.split_seed)[1]
 
 
 def run_grid(run: Run, cfg, progress: bool = True) -> pd.DataFrame:
@@ -116,8 +117,7 @@ def chosen_finetune(run: Run, cfg, method: str = "qk"):
                                 "trains") from None
     row = t[t["chosen"].astype(bool)].iloc[0]
     ft = dataclasses.replace(cfg.finetune, steps=int(row["steps"]), lr=float(row["lr"]), grid=None)
-    weights = str(row.get("weights", "qk")) if "weights" in t else "qk"
-    return widened(ft, weights) if method == "qk" else ft
+    return widened(ft, str(row.get("weights", "qk"))) if method == "qk" else ft
 
 
 def grid_pivot(table: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:

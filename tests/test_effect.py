@@ -14,7 +14,7 @@ from conftest import FAKE_KEY, cli
 from compseed_lib import prompts as P
 from compseed_lib import tuning
 from compseed_lib.config import ConfigError, load_config, validate
-from compseed_lib.dataset import dataset_prompts, validation_split
+from compseed_lib.dataset import validation_split
 from compseed_lib.effect import (
     HELD_OUT,
     IN_DISTRIBUTION,
@@ -121,11 +121,11 @@ def test_grid_ceiling_and_effect_table_through_the_chain(tmp_path):
     main = [json.loads(x) for x in (runs / "smoke/dataset/train/metadata.jsonl").read_text().splitlines()]
     ceil = [json.loads(x) for x in (runs / "smoke/dataset_ceiling/train/metadata.jsonl").read_text().splitlines()]
     assert sorted((m["prompt_id"], m["seed"]) for m in main) == sorted((m["prompt_id"], m["seed"]) for m in ceil)
-    texts = {p.id: p.text for p in dataset_prompts(cfg)}
+    texts = {p.id: p.text for p in P.for_dataset(cfg)}
     assert all(m["text"] == texts[m["prompt_id"]] and not m["rectified"] for m in ceil)
     # the paper's design: seeds mined on 5 + 5 prompts, the datasets over every training prompt but the
     # validation share, so every object is on every background and every pair under every relation
-    by_id = {p.id: p for p in dataset_prompts(cfg)}
+    by_id = {p.id: p for p in P.for_dataset(cfg)}
     assert len(P.for_config(cfg.prompts)) == 10 and len(by_id) == 180
     drawn = [by_id[i] for i in run.load_table("dataset_captions")["prompt_id"]]  # every image made, drops too
     objs = {o.name for o in P.read_objects(P.folder("miniworld") / "objects_train.txt")}
